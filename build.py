@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Howard's one developer entry point.
+
+    python3 build.py setup            create/refresh the local .venv (idempotent)
+    python3 build.py test [ARGS]      setup, lint, then the fast test suite (ARGS go to pytest)
+    python3 build.py demo [ARGS]      setup, then `howard demo` (the main job on the embedded default)
+    python3 build.py bench WHAT       setup, then a benchmark printing JSON (model | align | pipeline)
+    python3 build.py lint             ruff over the tree
+    python3 build.py dist             wheel of howard-core plus zipped Nuke and Blender adapters in dist/
+
+Only the standard library is used here, so it runs on a bare Python 3.11.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".howard-setup"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+# Where this platform keeps its local CPU build of torch; pip's own config may already name it.
+LOCAL_WHEELS = Path("/opt/wheels")
+
+
+def _run(cmd: list[str | os.PathLike], **kw) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, **kw)
+
+
+def _setup_fingerprint() -> str:
+    # Reinstall when the declared dependencies or the interpreter change, not otherwise.
+    h = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    h.update(sys.version.encode())
+    return h.hexdigest()
+
+
+def setup() -> None:
+    if STAMP.exists() and STAMP.read_text() == _setup_fingerprint() and PY.exists():
+        return
+    if sys.version_info < (3, 11):
+        sys.exit(f"build.py: Python 3.11+ is required, this is {sys.version.split()[0]}")
+    if not PY.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    pip = [PY, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    if LOCAL_WHEELS.is_dir():
+        pip += ["--find-links", LOCAL_WHEELS]
+    # torch first and exactly pinned, so nothing later can resolve a different (CUDA) build.
+    _run(pip + ["torch==2.13.0"])
+    _run(pip + ["-e", ".[test]"])
+    STAMP.write_text(_setup_fingerprint())
+
+
+def lint() -> None:
+    setup()
+    _run([PY, "-m", "ruff", "check", "."])
+
+
+def test(args: list[str]) -> None:
+    lint()
+    proc = subprocess.run([str(PY), "-m", "pytest", *args], cwd=ROOT)
+    sys.exit(proc.returncode)
+
+
+def demo(args: list[str]) -> None:
+    setup()
+    sys.exit(subprocess.run([str(BIN / "howard"), "demo", *args], cwd=ROOT).returncode)
+
+
+def bench(args: list[str]) -> None:
+    setup()
+    sys.exit(subprocess.run([str(BIN / "howard"), "bench", *args], cwd=ROOT).returncode)
+
+
+def dist() -> None:
+    setup()
+    out = ROOT / "dist"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    _run([PY, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, "."])
+    for name in ("nuke_plugin", "blender_addon"):
+        src = ROOT / name
+        with zipfile.ZipFile(out / f"howard_{name}.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(src.rglob("*")):
+                if f.is_file() and "__pycache__" not in f.parts:
+                    zf.write(f, Path(name) / f.relative_to(src))
+    for f in sorted(out.iterdir()):
+        print(f.relative_to(ROOT))
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(__doc__)
+        return
+    cmd, rest = argv[0], argv[1:]
+    actions = {
+        "setup": lambda: setup(),
+        "lint": lambda: lint(),
+        "test": lambda: test(rest),
+        "demo": lambda: demo(rest),
+        "bench": lambda: bench(rest),
+        "dist": lambda: dist(),
+    }
+    if cmd not in actions:
+        sys.exit(f"build.py: unknown command {cmd!r}; expected one of {', '.join(actions)}")
+    try:
+        actions[cmd]()
+    except subprocess.CalledProcessError as exc:
+        sys.exit(f"build.py {cmd}: step failed with exit code {exc.returncode}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
