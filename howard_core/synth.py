@@ -1,0 +1,545 @@
+"""Synthetic hand-held shots with ground truth: a plate with a subject and a clean take of the same scene.
+
+`make_shot(...)` returns a `Shot`: two takes of one textured planar scene filmed by a moving camera, the
+plate with a person-like subject composited over it and the clean take without, each with its own camera
+path (the clean pass retraces the plate's move approximately), clip length, start, exposure and sensor
+noise. Every frame comes with its exact scene->frame homography, so the true clean-frame-j -> plate-frame-i
+mapping is known (`Shot.clean_to_plate`), as are the subject's alpha and colour.
+
+Conventions (shared by every array here):
+
+- Frames are H x W x 3 float32 RGB, display-referred sRGB in 0..1, pixel centres at integer coordinates
+  (OpenCV's convention, so `cv2.warpPerspective(src, H, ...)` realises a homography `H`).
+- The plate obeys the compositing equation in display space, the one the matting network uses:
+  `plate = alpha * foreground + (1 - alpha) * background + noise`.
+- Exposure differences are applied in linear light (a change of exposure is a gain on scene radiance),
+  then re-encoded as sRGB.
+
+The scene is rendered once per shot at a higher density than the frames and every frame is a warp of it,
+so an HD frame costs a few tens of milliseconds. With `lazy=True` the frame lists are sequences that
+render on access (deterministically: frame k always has the same noise), for shots too big to hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+__all__ = ["Shot", "make_shot", "srgb_to_linear", "linear_to_srgb"]
+
+# Scene pixels per frame pixel at zoom 1: supersampling keeps frames sharp and unaliased after warping.
+_SCENE_DENSITY = 1.25
+_TWO_BYTE_STD = float(np.sqrt(2 * (256**2 - 1) / 12))  # std of U(0..255) - U(0..255)
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values (any shape, 0..1) -> linear light, float32."""
+    x = np.asarray(x, np.float32)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """Linear light (any shape, >= 0) -> sRGB-encoded values, float32 (not clipped above 1)."""
+    x = np.maximum(np.asarray(x, np.float32), 0)
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Camera paths
+
+
+def _smooth_path(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Coefficients of `count` smooth random signals of unit-ish amplitude (slow drift + hand-held sway)."""
+    # Periods in plate frames: a slow drift, a hand-held sway and a small jitter.
+    periods = np.stack([rng.uniform(60, 160, count), rng.uniform(12, 30, count), rng.uniform(4, 8, count)], 1)
+    amps = np.array([0.6, 0.3, 0.1]) * rng.uniform(0.7, 1.0, (count, 3))
+    phases = rng.uniform(0, 2 * np.pi, (count, 3))
+    return np.stack([periods, amps, phases], -1)  # count x 3 x 3
+
+
+def _eval_path(coeffs: np.ndarray, t: float) -> np.ndarray:
+    periods, amps, phases = coeffs[..., 0], coeffs[..., 1], coeffs[..., 2]
+    return (amps * np.sin(2 * np.pi * t / periods + phases)).sum(-1)
+
+
+def _pose_matrix(pose: np.ndarray, width: int) -> np.ndarray:
+    """Pose (pan x, pan y in frame px, rotation rad, log zoom, keystone x, y) -> 3x3 on centred coords."""
+    px, py, rot, logzoom, kx, ky = pose
+    s = np.exp(logzoom)
+    c, n = np.cos(rot) * s, np.sin(rot) * s
+    similarity = np.array([[c, -n, -(c * px - n * py)], [n, c, -(n * px + c * py)], [0, 0, 1]])
+    half = width / 2
+    keystone = np.array([[1, 0, 0], [0, 1, 0], [kx / half, ky / half, 1]])
+    return keystone @ similarity
+
+
+def _translate(x: float, y: float) -> np.ndarray:
+    return np.array([[1.0, 0, x], [0, 1, y], [0, 0, 1]])
+
+
+def _scale(s: float) -> np.ndarray:
+    return np.diag([s, s, 1.0])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scene texture
+
+
+def _fractal_noise(rng: np.random.Generator, w: int, h: int, channels: int, finest: float,
+                   coarsest: float, slope: float = 0.6) -> np.ndarray:
+    """Multi-octave value noise, h x w x channels float32, roughly zero-mean, unit-ish amplitude.
+
+    Built coarse to fine (upsample the running sum, add a finer random grid), so the cost is a few
+    full-size operations whatever the number of octaves. `slope` > 0 favours the coarse octaves.
+    """
+    cell = coarsest
+    acc = None
+    while True:
+        gw, gh = max(2, int(np.ceil(w / cell)) + 1), max(2, int(np.ceil(h / cell)) + 1)
+        grid = rng.standard_normal((gh, gw, channels)).astype(np.float32) * (cell / coarsest) ** slope
+        if acc is None:
+            acc = grid
+        else:
+            acc = cv2.resize(acc, (gw, gh), interpolation=cv2.INTER_CUBIC).reshape(gh, gw, channels) + grid
+        if cell <= finest:
+            break
+        cell = max(finest, cell / 2)
+    out = cv2.resize(acc, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, channels)
+    return out / max(float(out.std()), 1e-6)
+
+
+def _blend_shape(canvas: np.ndarray, mask_u8: np.ndarray, x0: int, y0: int, tint: np.ndarray,
+                 grain: np.ndarray | None) -> None:
+    """Paint `tint` (3,) into `canvas` at (x0, y0) through an 8-bit mask, optionally modulated by a
+    relative luminance `grain` (mask-sized, ~0 mean); parts off the canvas are dropped."""
+    bx, by, bw, bh = cv2.boundingRect(mask_u8)
+    mask_u8 = mask_u8[by:by + bh, bx:bx + bw]
+    grain = None if grain is None else grain[by:by + bh, bx:bx + bw]
+    (d, s) = _window(canvas.shape[:2], bh, bw, x0 + bx, y0 + by)
+    region = canvas[d]
+    if region.size == 0:
+        return
+    a = mask_u8[s].astype(np.float32) * np.float32(1 / 255)
+    if grain is None:
+        colour = np.empty_like(region)
+        colour[:] = tint
+    else:
+        colour = (1 + grain[s])[..., None] * tint
+    canvas[d] = cv2.blendLinear(colour, np.ascontiguousarray(region), a, 1 - a)
+
+
+def _random_shape_mask(rng: np.random.Generator, size: float) -> tuple[np.ndarray, int, int]:
+    """An anti-aliased 8-bit mask of one random shape about `size` px across; returns (mask, ox, oy)."""
+    n = int(np.ceil(size * 1.5)) + 4
+    mask = np.zeros((n, n), np.uint8)
+    c = n / 2
+    kind = rng.choice(["rect", "ellipse", "poly", "stroke", "ring"], p=[0.3, 0.25, 0.2, 0.15, 0.1])
+    sub = 16  # cv2 sub-pixel shift of 4 bits
+    if kind == "rect":
+        w, h = size * rng.uniform(0.3, 1.0), size * rng.uniform(0.3, 1.0)
+        box = cv2.boxPoints(((c, c), (w, h), rng.uniform(0, 180)))
+        cv2.fillPoly(mask, [np.round(box * sub).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    elif kind == "ellipse":
+        axes = (int(size * rng.uniform(0.15, 0.5) * sub), int(size * rng.uniform(0.15, 0.5) * sub))
+        cv2.ellipse(mask, (int(c * sub), int(c * sub)), axes, rng.uniform(0, 180), 0, 360, 255, -1,
+                    cv2.LINE_AA, 4)
+    elif kind == "poly":
+        k = rng.integers(3, 8)
+        ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+        rad = size * rng.uniform(0.2, 0.5, k)
+        pts = np.stack([c + rad * np.cos(ang), c + rad * np.sin(ang)], 1)
+        cv2.fillPoly(mask, [np.round(pts * sub).astype(np.int32)], 255, cv2.LINE_AA, 4)
+    elif kind == "stroke":
+        a = rng.uniform(0, np.pi)
+        d = np.array([np.cos(a), np.sin(a)]) * size * 0.5
+        p, q = np.round((c - d) * sub).astype(int), np.round((c + d) * sub).astype(int)
+        thickness = max(1, int(size * rng.uniform(0.02, 0.1)))
+        cv2.line(mask, tuple(map(int, p)), tuple(map(int, q)), 255, thickness, cv2.LINE_AA, 4)
+    else:
+        r = size * rng.uniform(0.2, 0.45)
+        centre = (int(c * sub), int(c * sub))
+        cv2.circle(mask, centre, int(r * sub), 255, max(1, int(r * 0.25)), cv2.LINE_AA, 4)
+    return mask, int(c), int(c)
+
+
+def _render_texture(rng: np.random.Generator, w: int, h: int, unit: float, frame_w: int,
+                    shapes: int) -> np.ndarray:
+    """A natural-ish textured plane, h x w x 3 float32 sRGB in about 0.03..0.95.
+
+    `unit` is the size of one frame pixel in texture pixels: detail goes down to ~2 frame pixels and
+    shapes span from a third of the frame width `frame_w` down to a few pixels, whatever the resolution.
+    """
+    # Low-frequency colour variation plus multi-scale luminance detail.
+    colour = _fractal_noise(rng, w, h, 3, finest=unit * 24, coarsest=max(w, h) / 2, slope=1.0)
+    lum = _fractal_noise(rng, w, h, 1, finest=unit * 1.5, coarsest=max(w, h) / 3, slope=0.5)
+    base = rng.uniform(0.3, 0.55, 3).astype(np.float32)
+    img = base + 0.08 * colour + 0.12 * lum
+    # Shapes, sizes drawn from a power law so there are many small ones and a few big ones.
+    sizes = frame_w * np.exp(rng.uniform(np.log(0.012), np.log(0.3), shapes))
+    for size in np.sort(sizes)[::-1]:
+        mask, ox, oy = _random_shape_mask(rng, size * unit)
+        x, y = int(rng.uniform(0, w)) - ox, int(rng.uniform(0, h)) - oy
+        # Muted colours, as painted and weathered surfaces mostly are.
+        tint = (0.35 * rng.uniform(0.1, 0.9) + 0.65 * rng.uniform(0.05, 0.95, 3)).astype(np.float32)
+        # Most shapes carry their own texture so that flat areas stay rare.
+        grain = None
+        if rng.random() < 0.65:
+            mh, mw = mask.shape
+            grain = np.float32(rng.uniform(0.1, 0.3)) * cv2.resize(
+                rng.standard_normal((max(2, mh // 6), max(2, mw // 6))).astype(np.float32), (mw, mh),
+                interpolation=cv2.INTER_CUBIC)
+        _blend_shape(img, mask, x, y, tint, grain)
+    return np.clip(img, 0.03, 0.95)
+
+
+def _render_scene(rng: np.random.Generator, w: int, h: int, unit: float, frame_w: int,
+                  frame_h: int, texture: str) -> np.ndarray:
+    if texture == "natural":
+        # About 200 shapes per frame area, however much scene the camera move needs.
+        shapes = int(200 * w * h / (unit * unit * frame_w * frame_h))
+        img = _render_texture(rng, w, h, unit, frame_w, shapes=min(shapes, 1000))
+    elif texture == "tiles":
+        # One tile repeated exactly: the failure case for feature matching (every feature has twins).
+        tile_size = max(8, int(round(unit * frame_w / 14)))
+        tile = _render_texture(rng, tile_size, tile_size, unit, frame_w, shapes=12)
+        reps = (h // tile_size + 1, w // tile_size + 1, 1)
+        img = np.tile(tile, reps)[:h, :w]
+    else:
+        raise ValueError(f"texture must be 'natural' or 'tiles', got {texture!r}")
+    # The lens: a little blur so that warped frames are band-limited like a real camera's.
+    return cv2.GaussianBlur(img, (0, 0), 0.5 * unit)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Subject
+
+
+@dataclass
+class _SubjectLook:
+    cloth: np.ndarray  # 3
+    skin: np.ndarray  # 3
+    texture: np.ndarray  # n x n float32 cloth texture, moves with the subject
+    phases: np.ndarray
+    side: float
+
+
+def _subject_layers(look: _SubjectLook, t: float, width: int, height: int,
+                    scale: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Alpha (h x w) and colour (h x w x 3) of the subject in its bounding box, and the box origin.
+
+    A person-like figure: head, neck, torso, two swinging arms, legs running out of frame. Edges are
+    anti-aliased and softened; the head gets a wider, hair-like falloff.
+    """
+    B = scale * height  # body height in pixels
+    ph = look.phases
+    # Walks slowly across part of the frame and sways.
+    sway = 0.1 * np.sin(2 * np.pi * t / 80 + ph[0]) + 0.02 * np.sin(t / 7 + ph[1])
+    cx = width * (0.5 + 0.15 * look.side + sway)
+    top = height - B * 0.95 + 0.01 * B * np.sin(t / 5 + ph[2])
+    pad = int(0.1 * B) + 8
+    # The legs run out of frame: keep the box inside the frame so that no work is spent off-screen.
+    x0, y0 = max(int(cx - 0.45 * B) - pad, 0), max(int(top) - pad, 0)
+    bw = max(1, min(int(cx + 0.45 * B) + pad, width) - x0)
+    bh = max(1, min(int(top + 1.1 * B) + pad, height) - y0)
+    sub = 16
+
+    def P(x, y):  # absolute px -> fixed-point box coordinates
+        return int(round((x - x0) * sub)), int(round((y - y0) * sub))
+
+    body = np.zeros((bh, bw), np.uint8)
+    skin = np.zeros((bh, bw), np.uint8)
+    head = np.zeros((bh, bw), np.uint8)
+    head_c = (cx + 0.01 * B * np.sin(t / 6 + ph[3]), top + 0.07 * B)
+    cv2.ellipse(head, P(*head_c), (int(0.055 * B * sub), int(0.07 * B * sub)), 0, 0, 360, 255, -1,
+                cv2.LINE_AA, 4)
+    neck_w = max(1, int(0.045 * B))
+    cv2.line(skin, P(cx, top + 0.12 * B), P(cx, top + 0.18 * B), 255, neck_w, cv2.LINE_AA, 4)
+    ys, yh = top + 0.17 * B, top + 0.52 * B
+    torso = np.array([[cx - 0.13 * B, ys], [cx + 0.13 * B, ys], [cx + 0.11 * B, yh], [cx - 0.11 * B, yh]])
+    cv2.fillPoly(body, [np.array([P(*p) for p in torso], np.int32)], 255, cv2.LINE_AA, 4)
+    arm_w = max(1, int(0.05 * B))
+    for k, sgn in enumerate((-1, 1)):
+        shoulder = np.array([cx + sgn * 0.12 * B, ys + 0.03 * B])
+        a_up = sgn * (0.25 + 0.3 * np.sin(2 * np.pi * t / 24 + ph[4 + k]))
+        a_lo = a_up + sgn * (0.2 + 0.5 * (1 + np.sin(2 * np.pi * t / 17 + ph[6 + k])))
+        elbow = shoulder + 0.17 * B * np.array([np.sin(a_up), np.cos(a_up)])
+        hand = elbow + 0.16 * B * np.array([np.sin(a_lo), np.cos(a_lo)])
+        cv2.line(body, P(*shoulder), P(*elbow), 255, arm_w, cv2.LINE_AA, 4)
+        cv2.line(body, P(*elbow), P(*hand), 255, int(arm_w * 0.85), cv2.LINE_AA, 4)
+        cv2.circle(skin, P(*hand), int(0.03 * B * sub), 255, -1, cv2.LINE_AA, 4)
+        hip = np.array([cx + sgn * 0.06 * B, yh - 0.02 * B])
+        swing = 0.12 * np.sin(2 * np.pi * t / 30 + ph[8] + k * np.pi)
+        foot = hip + 0.6 * B * np.array([np.sin(swing) + sgn * 0.08, np.cos(swing)])
+        cv2.line(body, P(*hip), P(*foot), 255, max(1, int(0.085 * B)), cv2.LINE_AA, 4)
+
+    soft = max(0.6, height / 1080)
+    a_body = cv2.GaussianBlur(np.maximum(body, skin).astype(np.float32) / 255, (0, 0), 0.7 * soft)
+    a_skin = cv2.GaussianBlur(skin.astype(np.float32) / 255, (0, 0), 0.7 * soft)
+    a_head = cv2.GaussianBlur(head.astype(np.float32) / 255, (0, 0), 2.5 * soft)
+    alpha = np.maximum(a_body, a_head)
+
+    tex = cv2.resize(look.texture, (bw, bh), interpolation=cv2.INTER_LINEAR)
+    shade = np.linspace(1.05, 0.8, bh, dtype=np.float32)[:, None]
+    skin_w = np.clip(np.maximum(a_skin, a_head) / np.maximum(alpha, 1e-3), 0, 1)
+    cloth_lum = shade * (1 + 0.15 * tex) * (1 - skin_w)
+    skin_lum = (0.95 + 0.05 * tex) * skin_w
+    colour = cv2.merge([cv2.addWeighted(cloth_lum, float(look.cloth[c]), skin_lum, float(look.skin[c]), 0)
+                        for c in range(3)])
+    return alpha, np.clip(colour, 0, 1, out=colour), (x0, y0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The shot
+
+
+class _LazyFrames(Sequence):
+    """A read-only sequence that renders frame k on access (memoising only the last one)."""
+
+    def __init__(self, count: int, render):
+        self._count, self._render, self._last = count, render, (None, None)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(self._count))]
+        k = range(self._count)[k]
+        if self._last[0] != k:
+            self._last = (k, self._render(k))
+        return self._last[1]
+
+
+@dataclass
+class Shot:
+    """A synthetic plate / clean-plate pair with ground truth. See the module docstring for conventions.
+
+    plate:      plate frames, each H x W x 3 float32 sRGB 0..1, subject composited, noisy.
+    clean:      clean-take frames, each Hc x Wc x 3 float32 sRGB 0..1, no subject; its own length, start,
+                camera path, exposure and noise.
+    alpha:      true subject alpha per plate frame, H x W float32 0..1, soft edges.
+    foreground: true subject colour per plate frame, H x W x 3 float32 sRGB (zero where alpha is 0).
+    plate_homographies / clean_homographies: 3x3 float64, scene pixels -> frame pixels, one per frame.
+    plate_times / clean_times: when each frame was taken on the plate's timeline (plate frames), so
+                clean frame j shows the camera pose of plate time `clean_times[j]`, up to the clean pass's
+                hand-held deviation.
+    clean_gain: per-channel linear-light gain of the clean take relative to the plate (exposure + balance).
+    """
+
+    plate: Sequence[np.ndarray]
+    clean: Sequence[np.ndarray]
+    alpha: Sequence[np.ndarray]
+    foreground: Sequence[np.ndarray]
+    plate_homographies: list[np.ndarray]
+    clean_homographies: list[np.ndarray]
+    plate_times: np.ndarray
+    clean_times: np.ndarray
+    clean_gain: np.ndarray
+    plate_size: tuple[int, int]  # (width, height)
+    clean_size: tuple[int, int]
+    params: dict = field(default_factory=dict)
+    _scene: np.ndarray | None = field(default=None, repr=False)
+
+    def clean_to_plate(self, j: int, i: int) -> np.ndarray:
+        """True homography (3x3 float64) from clean-frame-j pixels to plate-frame-i pixels."""
+        h = self.plate_homographies[i] @ np.linalg.inv(self.clean_homographies[j])
+        return h / h[2, 2]
+
+    def matching_clean_index(self, i: float) -> float:
+        """The (fractional) clean frame taken at the same moment of the camera move as plate frame i."""
+        return float(np.interp(i, self.clean_times, np.arange(len(self.clean_times)),
+                               left=-np.inf, right=np.inf)) if len(self.clean_times) > 1 else 0.0
+
+    def plate_background(self, i: int) -> np.ndarray:
+        """Noise-free background of plate frame i (plate exposure), H x W x 3 float32 sRGB."""
+        w, h = self.plate_size
+        return cv2.warpPerspective(self._scene, self.plate_homographies[i], (w, h), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REFLECT)
+
+
+def _add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    if sigma <= 0:
+        return img
+    # The difference of two uniform bytes: zero-mean, nearly Gaussian (triangular), and several times
+    # faster than standard_normal at HD.
+    raw = np.frombuffer(rng.bytes(2 * img.size), np.uint8).reshape(2, *img.shape)
+    noise = cv2.subtract(raw[0], raw[1], dtype=cv2.CV_32F)
+    cv2.scaleAdd(noise, sigma / _TWO_BYTE_STD, img, dst=img)
+    return np.clip(img, 0, 1, out=img)
+
+
+def make_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_frames: int | None = None,
+              seed: int = 0, *, clean_width: int | None = None, clean_height: int | None = None,
+              texture: str = "natural", camera_motion: float = 1.0, clean_deviation: float = 0.3,
+              clean_offset: float = 0.0, clean_rate: float | None = None, exposure_stops: float = 0.3,
+              white_balance: float = 0.03, flicker: float = 0.0, noise: float = 0.01, subject: bool = True,
+              subject_scale: float = 0.75, lazy: bool = False) -> Shot:
+    """Render a synthetic moving-camera shot with ground truth.
+
+    Sizes and counts:
+      width, height           plate frame size in pixels (odd sizes are fine).
+      plate_frames            number of plate frames.
+      clean_frames            number of clean-take frames (default: same as the plate).
+      clean_width/height      clean-take frame size (default: the plate's); the clean camera keeps the plate
+                              camera's field of view across its width.
+    Timing of the clean take, on the plate's timeline (units of plate frames):
+      clean_offset            plate time of clean frame 0.
+      clean_rate              plate frames per clean frame; default spans the same stretch of the move as
+                              the plate, so a linear mapping of the two frame ranges lines them up.
+    Camera and look:
+      texture                 "natural" (multi-scale noise, shapes, edges) or "tiles" (one tile repeated).
+      camera_motion           scales the plate camera's pan (4% of the width), roll (1.5 deg), zoom (4%)
+                              and keystone (1.5%).
+      clean_deviation         how far the clean pass strays from the plate's path, relative to that motion.
+      exposure_stops          clean-take exposure relative to the plate, in stops (linear light).
+      white_balance           random per-channel gain spread of the clean take (linear light).
+      flicker                 per-frame random display-space gain spread, both takes.
+      noise                   per-pixel sensor noise standard deviation, display space, both takes.
+      subject, subject_scale  composite the subject into the plate; its body height over frame height.
+      lazy                    frames render on access instead of up front.
+    """
+    if width < 16 or height < 16:
+        raise ValueError("make_shot needs frames of at least 16 x 16 pixels")
+    clean_frames = plate_frames if clean_frames is None else clean_frames
+    if plate_frames < 1 or clean_frames < 1:
+        raise ValueError("make_shot needs at least one plate frame and one clean frame")
+    cw = width if clean_width is None else clean_width
+    ch = height if clean_height is None else clean_height
+    if clean_rate is None:
+        clean_rate = (plate_frames - 1) / (clean_frames - 1) if clean_frames > 1 else 1.0
+    rng = np.random.default_rng(seed)
+
+    # Camera paths: the plate's, and the clean pass = the plate's path plus its own smaller wander.
+    amp = camera_motion * np.array([0.04 * width, 0.03 * width, np.radians(1.5), 0.04, 0.015, 0.015])
+    path = _smooth_path(rng, 6)
+    wander = _smooth_path(rng, 6)
+    plate_times = np.arange(plate_frames, dtype=np.float64)
+    clean_times = clean_offset + clean_rate * np.arange(clean_frames, dtype=np.float64)
+
+    def pose(t: float, deviation: float) -> np.ndarray:
+        return amp * (_eval_path(path, t) + deviation * _eval_path(wander, t))
+
+    # Frame pixel <- centred camera coordinates; the clean camera scales to its own width.
+    to_plate = _translate((width - 1) / 2, (height - 1) / 2)
+    to_clean = _translate((cw - 1) / 2, (ch - 1) / 2) @ _scale(cw / width)
+    cam_plate = [to_plate @ _pose_matrix(pose(t, 0.0), width) for t in plate_times]
+    cam_clean = [to_clean @ _pose_matrix(pose(t, clean_deviation), width) for t in clean_times]
+
+    # Scene extent: everything any frame sees, in centred camera units, plus a margin.
+    pts = []
+    for cams, (fw, fh) in ((cam_plate, (width, height)), (cam_clean, (cw, ch))):
+        corners = np.array([[0, 0, 1], [fw - 1, 0, 1], [fw - 1, fh - 1, 1], [0, fh - 1, 1]], np.float64).T
+        for cam in cams:
+            p = np.linalg.inv(cam) @ corners
+            pts.append((p[:2] / p[2]).T)
+    pts = np.concatenate(pts)
+    unit = _SCENE_DENSITY * max(1.0, cw / width)
+    lo, hi = pts.min(0) - 8, pts.max(0) + 8
+    sw, sh = (int(np.ceil((hi - lo)[k] * unit)) + 1 for k in (0, 1))
+    # Scene pixel -> centred camera units.
+    from_scene = _translate(*lo) @ _scale(1 / unit)
+    plate_h = [c @ from_scene for c in cam_plate]
+    clean_h = [c @ from_scene for c in cam_clean]
+    plate_h = [h / h[2, 2] for h in plate_h]
+    clean_h = [h / h[2, 2] for h in clean_h]
+
+    scene = _render_scene(rng, sw, sh, unit, width, height, texture)
+    gain = (2.0 ** exposure_stops) * (1 + rng.uniform(-white_balance, white_balance, 3))
+    if np.allclose(gain, 1):
+        clean_scene = scene
+    else:
+        clean_scene = np.clip(linear_to_srgb(srgb_to_linear(scene) * gain.astype(np.float32)), 0, 1)
+
+    look = _SubjectLook(
+        cloth=rng.uniform(0.1, 0.8, 3).astype(np.float32),
+        skin=np.array([0.8, 0.6, 0.5], np.float32) * rng.uniform(0.6, 1.1),
+        texture=_fractal_noise(rng, 64, 64, 1, finest=2, coarsest=32)[..., 0],
+        phases=rng.uniform(0, 2 * np.pi, 10),
+        side=rng.uniform(-1, 1),
+    )
+    frame_seeds = rng.integers(0, 2**63, size=2)
+
+    def frame_rng(take: int, k: int) -> np.random.Generator:
+        return np.random.default_rng([int(frame_seeds[take]), k])
+
+    last_subject: dict = {}
+
+    def subject_layers(i: int):
+        # The plate, alpha and foreground of one frame share a render; keep only the latest.
+        if i not in last_subject:
+            last_subject.clear()
+            last_subject[i] = _subject_layers(look, float(plate_times[i]), width, height, subject_scale)
+        return last_subject[i]
+
+    def render_plate(i: int) -> np.ndarray:
+        r = frame_rng(0, i)
+        img = cv2.warpPerspective(scene, plate_h[i], (width, height), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REFLECT)
+        if flicker:
+            img *= np.float32(1 + flicker * r.standard_normal())
+        if subject:
+            a, fg, (x0, y0) = subject_layers(i)
+            _blend_mask_float(img, a, fg, x0, y0)
+        return _add_noise(img, noise, r)
+
+    def render_clean(j: int) -> np.ndarray:
+        r = frame_rng(1, j)
+        img = cv2.warpPerspective(clean_scene, clean_h[j], (cw, ch), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REFLECT)
+        if flicker:
+            img *= np.float32(1 + flicker * r.standard_normal())
+        return _add_noise(img, noise, r)
+
+    def render_alpha(i: int) -> np.ndarray:
+        out = np.zeros((height, width), np.float32)
+        if subject:
+            a, _, (x0, y0) = subject_layers(i)
+            _paste(out, a, x0, y0)
+        return out
+
+    def render_foreground(i: int) -> np.ndarray:
+        out = np.zeros((height, width, 3), np.float32)
+        if subject:
+            a, fg, (x0, y0) = subject_layers(i)
+            _paste(out, fg * (a > 0)[..., None], x0, y0)
+        return out
+
+    if lazy:
+        plate_seqs = [_LazyFrames(plate_frames, r) for r in (render_plate, render_alpha, render_foreground)]
+        clean_seq = _LazyFrames(clean_frames, render_clean)
+    else:
+        # Frame by frame, so that each subject render serves all three lists.
+        per_frame = [(render_plate(i), render_alpha(i), render_foreground(i)) for i in range(plate_frames)]
+        plate_seqs = [list(x) for x in zip(*per_frame, strict=True)]
+        clean_seq = [render_clean(j) for j in range(clean_frames)]
+
+    params = dict(width=width, height=height, plate_frames=plate_frames, clean_frames=clean_frames, seed=seed,
+                  clean_width=cw, clean_height=ch, texture=texture, camera_motion=camera_motion,
+                  clean_deviation=clean_deviation, clean_offset=clean_offset, clean_rate=clean_rate,
+                  exposure_stops=exposure_stops, white_balance=white_balance, flicker=flicker, noise=noise,
+                  subject=subject, subject_scale=subject_scale)
+    return Shot(plate=plate_seqs[0], clean=clean_seq,
+                alpha=plate_seqs[1], foreground=plate_seqs[2],
+                plate_homographies=plate_h, clean_homographies=clean_h, plate_times=plate_times,
+                clean_times=clean_times, clean_gain=gain, plate_size=(width, height), clean_size=(cw, ch),
+                params=params, _scene=scene)
+
+
+def _window(shape: tuple[int, int], h: int, w: int, x0: int, y0: int):
+    H, W = shape
+    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
+    return (slice(ya, yb), slice(xa, xb)), (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
+
+
+def _paste(dst: np.ndarray, src: np.ndarray, x0: int, y0: int) -> None:
+    d, s = _window(dst.shape[:2], *src.shape[:2], x0, y0)
+    dst[d] = src[s]
+
+
+def _blend_mask_float(img: np.ndarray, alpha: np.ndarray, fg: np.ndarray, x0: int, y0: int) -> None:
+    d, s = _window(img.shape[:2], *alpha.shape, x0, y0)
+    a = np.ascontiguousarray(alpha[s])
+    img[d] = cv2.blendLinear(np.ascontiguousarray(fg[s]), np.ascontiguousarray(img[d]), a, 1 - a)
