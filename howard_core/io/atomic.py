@@ -1,0 +1,66 @@
+"""Atomic file writes, so a killed job never leaves a half-written frame or report."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from howard_core.errors import HowardError
+
+
+def temp_path_for(path: str | os.PathLike) -> Path:
+    """A unique hidden temp name next to `path` that keeps its extension.
+
+    The extension is kept because OpenImageIO and FFmpeg pick the file format from it;
+    the leading dot keeps it out of sequence discovery and most file browsers.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+
+
+def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create `folder` (and parents) if missing and prove a file can be created in it."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise HowardError(f"{what} {folder} is a file, not a folder; choose another output location")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HowardError(
+            f"{what} {folder} cannot be created ({exc.strerror or exc}); choose another output location"
+        ) from exc
+    try:
+        # os.access is not enough: it ignores read-only mounts, ACLs and root's privileges.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise HowardError(
+            f"{what} {folder} is not writable ({exc.strerror or exc}); fix its permissions or choose another"
+        ) from exc
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path in `path`'s folder; on success rename it onto `path`, else delete it.
+
+    Missing parent folders are created. The rename is `os.replace`, atomic on one
+    filesystem, so readers see the old file or the complete new one, never a partial.
+
+        with atomic_write("out/report.json") as tmp:
+            tmp.write_text(json.dumps(report))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
