@@ -1,0 +1,250 @@
+"""Still-image reading and writing through OpenImageIO (EXR, DPX, TIFF, PNG, JPEG, ...).
+
+Which channels are "the RGB" of a file, first rule that applies:
+
+1. `layer` given: channels `<layer>.R/.G/.B` (any case, `red/green/blue` accepted too), or
+   the R,G,B of the EXR part named `layer`; `layer="rgba"` means the plain R,G,B.
+2. Plain `R,G,B` channels (first part that has them; PNG/JPEG/TIFF/DPX always do).
+3. The first layer, in file order, that has `.R/.G/.B` channels (e.g. `beauty.R ...`).
+4. A one- or two-channel image (grey, grey+alpha) has its grey (`Y`, else the first
+   channel) copied to R, G and B.
+5. Otherwise the first three channels of the first part, whatever their names.
+
+Pixels outside an EXR's data window are black; the image is the display window.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import OpenImageIO as oiio
+
+from howard_core.errors import HowardError
+from howard_core.io.atomic import atomic_write
+
+_COLOR_NAMES = (("r", "red"), ("g", "green"), ("b", "blue"))
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Header facts about one image file: display size, and where its RGB lives."""
+
+    width: int
+    height: int
+    subimage: int
+    channels: tuple[int, ...]  # 3 channel indices into the subimage; (i, i, i) for grey
+    channel_names: tuple[str, ...]
+
+
+def _open(path: Path):
+    if not path.is_file():
+        raise HowardError(f"{path}: file not found; check the path")
+    inp = oiio.ImageInput.open(str(path), _raw_alpha_config())
+    if inp is None:
+        raise HowardError(
+            f"{path}: not a readable image ({_one_line(oiio.geterror())}); "
+            f"the file may be corrupt or half-copied, re-render or re-copy it"
+        )
+    return inp
+
+
+def _raw_alpha_config():
+    # OIIO premultiplies straight-alpha files (PNG, some TIFF) on read by default; we want the
+    # colour as stored, since alpha is dropped and the plate's colour is what the network sees.
+    config = oiio.ImageSpec()
+    config.attribute("oiio:UnassociatedAlpha", 1)
+    return config
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(str(msg).split()) or "unknown error"
+
+
+def _subimage_specs(inp) -> list:
+    specs = []
+    while inp.seek_subimage(len(specs), 0):
+        specs.append(inp.spec())
+    inp.seek_subimage(0, 0)
+    inp.geterror()  # probing one past the last subimage leaves an error flag; it is not one
+    return specs
+
+
+def _find_rgb(names: list[str], layer: str) -> tuple[int, ...] | None:
+    """Indices of `layer`.R/G/B (layer "" = unprefixed) in `names`, or None."""
+    lookup = {}
+    for i, name in enumerate(names):
+        base, _, chan = name.rpartition(".")
+        lookup.setdefault((base.lower(), chan.lower()), i)
+    picked = []
+    for aliases in _COLOR_NAMES:
+        idx = next((lookup[(layer.lower(), a)] for a in aliases if (layer.lower(), a) in lookup), None)
+        if idx is None:
+            return None
+        picked.append(idx)
+    return tuple(picked)
+
+
+def _layers(names: list[str]) -> list[str]:
+    seen: list[str] = []
+    for name in names:
+        base = name.rpartition(".")[0]
+        if base and base not in seen:
+            seen.append(base)
+    return seen
+
+
+def pick_rgb(path: Path, specs: list, layer: str | None = None) -> tuple[int, tuple[int, ...]]:
+    """(subimage, 3 channel indices) of the colour in a file, following the module rules."""
+    all_names = [list(s.channelnames) for s in specs]
+    if layer:
+        want = "" if layer.lower() in ("rgb", "rgba") else layer
+        for sub, names in enumerate(all_names):
+            found = _find_rgb(names, want)
+            if found is None and str(specs[sub].getattribute("name") or "").lower() == layer.lower():
+                found = _find_rgb(names, "")
+            if found is not None:
+                return sub, found
+        layers = sorted({lay for names in all_names for lay in _layers(names)})
+        raise HowardError(
+            f"{path}: no layer {layer!r} with R,G,B channels; layers found: {', '.join(layers) or 'none'}"
+        )
+    for sub, names in enumerate(all_names):
+        found = _find_rgb(names, "")
+        if found is not None:
+            return sub, found
+    for sub, names in enumerate(all_names):
+        for lay in _layers(names):
+            found = _find_rgb(names, lay)
+            if found is not None:
+                return sub, found
+    first = all_names[0]
+    if len(first) <= 2:
+        grey = first.index("Y") if "Y" in first else 0
+        return 0, (grey, grey, grey)
+    return 0, (0, 1, 2)
+
+
+def probe(path: str | os.PathLike, layer: str | None = None) -> ImageInfo:
+    """Read only the header of `path`; HowardError when it is missing or not an image."""
+    path = Path(path)
+    inp = _open(path)
+    try:
+        specs = _subimage_specs(inp)
+        sub, chans = pick_rgb(path, specs, layer)
+        spec = specs[sub]
+        names = tuple(spec.channelnames[c] for c in chans)
+        return ImageInfo(spec.full_width, spec.full_height, sub, chans, names)
+    finally:
+        inp.close()
+
+
+def read_rgb(path: str | os.PathLike, info: ImageInfo) -> np.ndarray:
+    """The colour of `path` as HxWx3 float32 in the file's own encoding (no clipping).
+
+    Integer formats come back scaled to 0..1; float formats keep their values, so linear
+    highlights above 1 survive. `info` comes from `probe` on this or a sibling frame.
+    """
+    path = Path(path)
+    inp = _open(path)
+    try:
+        specs = _subimage_specs(inp)
+        if info.subimage >= len(specs) or max(info.channels) >= specs[info.subimage].nchannels:
+            # A sibling frame with a different channel layout: re-pick for this file.
+            info = probe(path, None)
+        spec = specs[info.subimage]
+        lo, hi = min(info.channels), max(info.channels) + 1
+        pixels = inp.read_image(info.subimage, 0, lo, hi, "float")
+        if pixels is None or inp.has_error:
+            raise HowardError(
+                f"{path}: pixel data cannot be read ({_one_line(inp.geterror())}); the file may be truncated "
+                f"or corrupt, re-render or re-copy it"
+            )
+    finally:
+        inp.close()
+    pixels = np.asarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, hi - lo)
+    rgb = pixels[:, :, [c - lo for c in info.channels]]
+    return _to_display_window(rgb, spec)
+
+
+def _to_display_window(data: np.ndarray, spec) -> np.ndarray:
+    """Place a data window into the display window (EXR overscan is cropped, gaps are black)."""
+    if (spec.x, spec.y, spec.width, spec.height) == (
+        spec.full_x,
+        spec.full_y,
+        spec.full_width,
+        spec.full_height,
+    ):
+        return np.ascontiguousarray(data)
+    out = np.zeros((spec.full_height, spec.full_width, data.shape[2]), np.float32)
+    x0, y0 = max(spec.x, spec.full_x), max(spec.y, spec.full_y)
+    x1 = min(spec.x + spec.width, spec.full_x + spec.full_width)
+    y1 = min(spec.y + spec.height, spec.full_y + spec.full_height)
+    if x1 > x0 and y1 > y0:
+        out[y0 - spec.full_y : y1 - spec.full_y, x0 - spec.full_x : x1 - spec.full_x] = data[
+            y0 - spec.y : y1 - spec.y, x0 - spec.x : x1 - spec.x
+        ]
+    return out
+
+
+def write_image(
+    path: str | os.PathLike,
+    pixels: np.ndarray,
+    channel_names: list[str],
+    pixel_type,
+    alpha_channel: int = -1,
+    attributes: dict | None = None,
+) -> None:
+    """Write HxWxC float32 `pixels` atomically to `path` (format from the extension).
+
+    `pixel_type` is an OIIO type (`oiio.HALF`, `oiio.UINT8`, `oiio.UINT16`); integer
+    types take 0..1 floats and are clamped and rounded by OIIO. Pixels are written as
+    given: pass `{"oiio:UnassociatedAlpha": 1}` for straight alpha in formats (PNG) that
+    OIIO would otherwise un-premultiply on write.
+    """
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    h, w, c = pixels.shape
+    if c != len(channel_names):
+        raise ValueError(f"{c} channels of pixels but {len(channel_names)} names")
+    spec = oiio.ImageSpec(w, h, c, pixel_type)
+    spec.channelnames = tuple(channel_names)
+    spec.alpha_channel = alpha_channel
+    for key, value in (attributes or {}).items():
+        spec.attribute(key, value)
+    with atomic_write(path) as tmp:
+        out = oiio.ImageOutput.create(str(tmp))
+        if out is None:
+            raise HowardError(f"{path}: no OpenImageIO writer for this extension ({_one_line(oiio.geterror())})")
+        try:
+            if not out.open(str(tmp), spec) or not out.write_image(pixels):
+                raise HowardError(f"{path}: cannot write image ({_one_line(out.geterror())}); check free disk space")
+        finally:
+            out.close()
+
+
+def is_readable(path: str | os.PathLike, required_channels: tuple[str, ...] = (), required_layers=()) -> bool:
+    """True when `path` opens, all its pixels decode, and it has `required_channels` and layers."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    inp = oiio.ImageInput.open(str(path), _raw_alpha_config())
+    if inp is None:
+        oiio.geterror()  # clear the pending error so it does not leak into a later message
+        return False
+    try:
+        spec = inp.spec()
+        names = list(spec.channelnames)
+        if any(name not in names for name in required_channels):
+            return False
+        if any(not any(n.startswith(layer + ".") for n in names) for layer in required_layers):
+            return False
+        pixels = inp.read_image(0, 0, 0, spec.nchannels, "float")
+        ok = pixels is not None and not inp.has_error
+        inp.geterror()
+        return ok
+    finally:
+        inp.close()
