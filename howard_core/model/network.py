@@ -117,6 +117,25 @@ class MattingBase(nn.Module):
 REFINE_MODES = ("sampling", "thresholding", "full")
 
 
+def select_patches(err: torch.Tensor, mode: str, sample_pixels: int, threshold: float,
+                   prevent_oversampling: bool = True) -> torch.Tensor:
+    """Which 4x4 patches to refine: (B, 1, h, w) error at quarter resolution -> (B, 1, h, w) 0/1.
+
+    sampling: per image the top `sample_pixels // 16` errors (only those > 0 when
+    preventing oversampling); thresholding: error > threshold.
+    """
+    if mode == "sampling":
+        b, _, h, w = err.shape
+        flat = err.reshape(b, -1)
+        k = min(sample_pixels // 16, flat.shape[1])
+        ref = torch.zeros_like(flat)
+        ref.scatter_(1, flat.topk(k, dim=1, sorted=False).indices, 1.0)
+        if prevent_oversampling:
+            ref = ref * (flat > 0).to(ref.dtype)
+        return ref.reshape(b, 1, h, w)
+    return (err > threshold).to(err.dtype)
+
+
 class Refiner(nn.Module):
     """Error-guided refinement of 4x4 patches at full resolution.
 
@@ -149,17 +168,7 @@ class Refiner(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def select(self, err: torch.Tensor) -> torch.Tensor:
-        """(B, 1, h, w) error at quarter resolution -> (B, 1, h, w) float 0/1 selection."""
-        if self.mode == "sampling":
-            b, _, h, w = err.shape
-            flat = err.reshape(b, -1)
-            k = min(self.sample_pixels // 16, flat.shape[1])
-            ref = torch.zeros_like(flat)
-            ref.scatter_(1, flat.topk(k, dim=1, sorted=False).indices, 1.0)
-            if self.prevent_oversampling:
-                ref = ref * (flat > 0).to(ref.dtype)
-            return ref.reshape(b, 1, h, w)
-        return (err > self.threshold).to(err.dtype)
+        return select_patches(err, self.mode, self.sample_pixels, self.threshold, self.prevent_oversampling)
 
     @staticmethod
     def _windows(x: torch.Tensor, b: torch.Tensor, y: torch.Tensor, xx: torch.Tensor, step: int,
