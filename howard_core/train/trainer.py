@@ -1,0 +1,402 @@
+"""The training loop: the published two-stage BGMv2 recipe on synthetic or user data.
+
+Stage "base" trains `MattingBase` (backbone + ASPP + decoder) at the training
+resolution. Stage "refine" trains the whole `MattingRefine`, starting from the
+base weights (`--init`, or `<out>/base.pt` when it exists), with the refiner
+working on error-selected patches ("sampling" mode) as in the paper.
+
+Optimiser: Adam with the published per-part learning rates (base: backbone
+1e-4, ASPP 5e-4, decoder 5e-4; refine: backbone 5e-5, ASPP 5e-5, decoder 1e-4,
+refiner 3e-4), all multiplied by `lr_scale`. The published runs start the
+backbone from DeepLabV3 weights, which Howard cannot download; from scratch it
+needs many more steps.
+
+Files written in `out/` for a stage S:
+
+    S-last.pt     resumable checkpoint (weights + optimizer + step + RNG + history),
+                  every `save_every` steps, at the end, and on Ctrl-C
+    S.pt          the final weights in Howard's format (what --init and load_model take)
+    S-loss.png    loss curves;  S-losses.csv  the same numbers
+
+Sample k of the run is data index k (batch b of step s holds indices
+s*B .. s*B+B-1), so a resumed run sees exactly the data it would have seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+import howard_core
+from howard_core.errors import HowardError
+
+from .checkpoint import atomic_write, read_training_checkpoint, save_howard_checkpoint
+from .data import FolderDataset, SyntheticComposites
+from .losses import base_loss, refine_loss
+from .plot import write_loss_plot
+
+STAGES = ("base", "refine")
+BACKBONES = ("mobilenetv2", "resnet50", "resnet101")
+DEFAULT_SIZE = {"base": 256, "refine": 512}
+LEARNING_RATES = {
+    "base": {"backbone": 1e-4, "aspp": 5e-4, "decoder": 5e-4},
+    "refine": {"backbone": 5e-5, "aspp": 5e-5, "decoder": 1e-4, "refiner": 3e-4},
+}
+
+
+@dataclass
+class TrainConfig:
+    """One training run. `size` is an int (square) or (H, W); None picks the stage's default."""
+
+    stage: str = "base"
+    steps: int = 2000  # total steps of the stage; a resumed run continues up to this
+    batch_size: int = 4
+    size: int | tuple[int, int] | None = None
+    out: str = "runs/howard"
+    resume: str | None = None
+    init: str | None = None
+    data: str = "synthetic"
+    device: str = "auto"
+    seed: int = 0
+    backbone: str | None = None  # None: the --init checkpoint's, else mobilenetv2
+    lr_scale: float = 1.0
+    log_every: int = 10
+    save_every: int = 500
+    workers: int = 0
+    amp: bool = True  # mixed precision on CUDA, as published; ignored on CPU
+    backbone_scale: float = 0.25
+    refine_sample_pixels: int = 80_000
+    extra_meta: dict = field(default_factory=dict)
+
+    def hw(self) -> tuple[int, int]:
+        size = DEFAULT_SIZE[self.stage] if self.size is None else self.size
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    if cfg.stage not in STAGES:
+        raise HowardError(f"--stage {cfg.stage}: unknown stage; use base (first) or refine (second)")
+    if cfg.backbone is not None and cfg.backbone not in BACKBONES:
+        raise HowardError(f"--backbone {cfg.backbone}: unknown; use one of {', '.join(BACKBONES)}")
+    if cfg.steps < 1:
+        raise HowardError(f"--steps {cfg.steps}: must be at least 1")
+    if cfg.batch_size < 2:
+        # BatchNorm cannot normalise the ASPP's 1x1 pooled features of a single image.
+        raise HowardError(f"--batch-size {cfg.batch_size}: training needs at least 2 images per batch")
+    h, w = cfg.hw()
+    if cfg.stage == "base":
+        unit, why = 16, "the base stage needs multiples of 16 (the encoder's stride)"
+    else:
+        unit = round(16 / cfg.backbone_scale)
+        if abs(unit * cfg.backbone_scale - 16) > 1e-9:
+            raise HowardError(f"--backbone-scale {cfg.backbone_scale}: use 1/2, 1/4 or 1/8 for training")
+        why = f"the refine stage needs multiples of {unit} (16 at backbone scale {cfg.backbone_scale})"
+    for name, v in (("height", h), ("width", w)):
+        if v % unit or v <= 0:
+            near = max(unit, round(v / unit) * unit)
+            raise HowardError(f"--size {h}x{w}: {name} {v} does not fit; {why}, e.g. {near}")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise HowardError(f"--device {name}: not a device; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HowardError(f"--device {name}: this torch build or machine has no CUDA; use --device cpu")
+    return device
+
+
+def _dataset(cfg: TrainConfig):
+    h, w = cfg.hw()
+    if cfg.data == "synthetic":
+        return SyntheticComposites(length=cfg.steps * cfg.batch_size, size=(h, w), seed=cfg.seed, split="train")
+    return FolderDataset(cfg.data, size=(h, w), seed=cfg.seed, split="train")
+
+
+def _build(stage: str, backbone: str, cfg: TrainConfig) -> torch.nn.Module:
+    from howard_core.model import MattingBase, MattingRefine
+
+    if stage == "base":
+        return MattingBase(backbone)
+    return MattingRefine(backbone, backbone_scale=cfg.backbone_scale, refine_mode="sampling",
+                         refine_sample_pixels=cfg.refine_sample_pixels)
+
+
+def _init_source(path: str) -> tuple[torch.nn.Module, str]:
+    """Any checkpoint howard_core.model.load_model reads (Howard, official state_dict or TorchScript)."""
+    from howard_core.model import load_model
+
+    model = load_model(path)
+    return model, getattr(model, "howard_meta", {}).get("backbone") or model.backbone_name
+
+
+def _copy_matching(dst: torch.nn.Module, src: torch.nn.Module) -> tuple[int, int]:
+    """Copy every tensor whose name and shape match; returns (copied, total in dst)."""
+    target = dst.state_dict()
+    matched = {k: v for k, v in src.state_dict().items() if k in target and v.shape == target[k].shape}
+    dst.load_state_dict(matched, strict=False)
+    return len(matched), len(target)
+
+
+def _optimizer(model: torch.nn.Module, stage: str, lr_scale: float) -> torch.optim.Adam:
+    groups = [{"params": getattr(model, part).parameters(), "lr": lr * lr_scale}
+              for part, lr in LEARNING_RATES[stage].items()]
+    return torch.optim.Adam(groups)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _config_dict(cfg: TrainConfig) -> dict:
+    d = asdict(cfg)
+    d["size"] = list(cfg.hw())
+    return d
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _write_csv(path: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    buf = io.StringIO()
+    names = list(history[0])
+    writer = csv.DictWriter(buf, fieldnames=names, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            f.write(buf.getvalue())
+
+    atomic_write(path, write)
+
+
+def train(config: TrainConfig, log=print) -> Path:
+    """Run (or resume) one stage; returns the path of the final weights `<out>/<stage>.pt`.
+
+    Ctrl-C saves `<out>/<stage>-last.pt` and the plot, then re-raises
+    KeyboardInterrupt. User-fixable problems raise HowardError.
+    """
+    cfg = config
+    _check_config(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = _device(cfg.device)
+    last_path, final_path = out / f"{cfg.stage}-last.pt", out / f"{cfg.stage}.pt"
+    plot_path, csv_path = out / f"{cfg.stage}-loss.png", out / f"{cfg.stage}-losses.csv"
+
+    resume = read_training_checkpoint(cfg.resume) if cfg.resume else None
+    init_model, init_name = None, cfg.init
+    if resume is not None:
+        if resume["kind"] != cfg.stage:
+            raise HowardError(f"{cfg.resume}: is a {resume['kind']} checkpoint but --stage is {cfg.stage}; resume "
+                              f"with --stage {resume['kind']}, or start the refine stage with --init")
+        backbone = resume["backbone"]
+        if cfg.backbone and cfg.backbone != backbone:
+            raise HowardError(f"{cfg.resume}: was trained with {backbone}; drop --backbone {cfg.backbone}")
+    else:
+        if init_name is None and cfg.stage == "refine" and (out / "base.pt").exists():
+            init_name = str(out / "base.pt")
+        if init_name is not None:
+            init_model, init_backbone = _init_source(init_name)
+            if cfg.backbone and cfg.backbone != init_backbone:
+                raise HowardError(f"{init_name}: holds a {init_backbone} model; drop --backbone {cfg.backbone} or "
+                                  f"pick a {cfg.backbone} checkpoint")
+            backbone = init_backbone
+        else:
+            backbone = cfg.backbone or "mobilenetv2"
+
+    torch.manual_seed(cfg.seed)
+    model = _build(cfg.stage, backbone, cfg)
+    if init_model is not None:
+        copied, total = _copy_matching(model, init_model)
+        if copied == 0:
+            raise HowardError(f"{init_name}: no weight matches the {backbone} {cfg.stage} model; pick a BGMv2 "
+                              f"checkpoint of that backbone")
+        log(f"init: {copied}/{total} tensors from {init_name}")
+        del init_model
+    model.to(device).train()
+    optimizer = _optimizer(model, cfg.stage, cfg.lr_scale)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    step, history = 0, []
+    if resume is not None:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in resume["state_dict"].items()})
+        state = resume["train"]
+        optimizer.load_state_dict(state["optimizer"])
+        if use_amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"], device)
+        step, history = int(state["step"]), list(state["history"])
+        init_name = resume["meta"].get("init")
+        log(f"resume: {cfg.resume} at step {step}")
+    if step >= cfg.steps:
+        raise HowardError(f"{cfg.resume}: already at step {step}; raise --steps above {step} to train further")
+
+    dataset = _dataset(cfg)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=range(step * cfg.batch_size,
+                                                                         cfg.steps * cfg.batch_size),
+                        num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda")
+    h, w = cfg.hw()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def meta() -> dict:
+        return {"trainer": "howard_core.train", "recipe": "BGMv2 two-stage (Lin et al., CVPR 2021)",
+                "howard_version": howard_core.__version__, "torch": str(torch.__version__), "stage": cfg.stage,
+                "backbone": backbone, "steps": step, "batch_size": cfg.batch_size, "size": [h, w],
+                "data": cfg.data, "seed": cfg.seed, "init": init_name, "device": str(device),
+                "started": started, "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+                "losses": history[-1] if history else None, **cfg.extra_meta}
+
+    def save_last() -> None:
+        state = {"step": step, "optimizer": optimizer.state_dict(),
+                 "scaler": scaler.state_dict() if use_amp else None, "rng": _rng_state(device),
+                 "history": history, "config": _config_dict(cfg)}
+        save_howard_checkpoint(last_path, model, cfg.stage, backbone, meta(), train_state=state)
+        write_loss_plot(plot_path, history, f"Howard training: {cfg.stage} stage, {backbone}, {h}x{w}")
+        _write_csv(csv_path, history)
+
+    window: dict[str, float] = {}
+    window_n, t_window, t_run, run_steps = 0, time.perf_counter(), time.perf_counter(), 0
+    try:
+        for batch in loader:
+            src = batch["src"].to(device, non_blocking=True)
+            bgr = batch["bgr"].to(device, non_blocking=True)
+            true_pha = batch["pha"].to(device, non_blocking=True)
+            true_fgr = batch["fgr"].to(device, non_blocking=True)
+            with torch.autocast(device.type, enabled=use_amp):
+                if cfg.stage == "base":
+                    pha, fgr, err, _ = model(src, bgr)
+                    loss, terms = base_loss(pha, fgr, err, true_pha, true_fgr)
+                else:
+                    pha, fgr, pha_sm, fgr_sm, err_sm, _ = model(src, bgr)
+                    loss, terms = refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr)
+            if not torch.isfinite(loss):
+                raise HowardError(f"step {step + 1}: the loss is {float(loss)}; lower --lr-scale or resume from "
+                                  f"{last_path}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            run_steps += 1
+            window["loss"] = window.get("loss", 0.0) + float(loss.detach())
+            for k, v in terms.items():
+                window[k] = window.get(k, 0.0) + v
+            window_n += 1
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                rate = window_n / max(now - t_window, 1e-9)
+                entry = {"step": step, **{k: v / window_n for k, v in window.items()}, "it_s": rate}
+                history.append(entry)
+                overall = run_steps / max(now - t_run, 1e-9)
+                parts = " ".join(f"{k} {v:.4f}" for k, v in entry.items() if k not in ("step", "loss", "it_s"))
+                log(f"{cfg.stage} step {step}/{cfg.steps}  loss {entry['loss']:.4f} [{parts}]  "
+                    f"{rate:.2f} it/s  eta {_fmt_time((cfg.steps - step) / overall)}")
+                window, window_n, t_window = {}, 0, now
+            if step % cfg.save_every == 0 and step < cfg.steps:
+                save_last()
+    except KeyboardInterrupt:
+        save_last()
+        log(f"interrupted at step {step}; resume with --resume {last_path}")
+        raise
+
+    save_last()
+    save_howard_checkpoint(final_path, model, cfg.stage, backbone, meta())
+    log(f"done: {final_path} ({step} steps); curves in {plot_path}")
+    return final_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="howard train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=STAGES, default="base", help="base first, then refine (default base)")
+    p.add_argument("--steps", type=int, default=2000, help="total steps of the stage (default 2000)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per step, at least 2 (default 4)")
+    p.add_argument("--size", default=None,
+                   help="training size, N or HxW (default 256 for base, 512 for refine)")
+    p.add_argument("--out", default="runs/howard", help="folder for checkpoints and plots (default runs/howard)")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                   help="continue a run; without a value, <out>/<stage>-last.pt")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from these weights (Howard, official BGMv2 .pth or TorchScript)")
+    p.add_argument("--data", default="synthetic",
+                   help="'synthetic' or a folder with fgr/, pha/, bgr/ and optional clean/ (default synthetic)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data stream (default 0)")
+    p.add_argument("--backbone", choices=BACKBONES, default=None, help="default: the --init model's, or mobilenetv2")
+    p.add_argument("--lr-scale", type=float, default=1.0, help="multiplies the published learning rates")
+    p.add_argument("--log-every", type=int, default=10, help="print progress every N steps (default 10)")
+    p.add_argument("--save-every", type=int, default=500, help="write <stage>-last.pt every N steps (default 500)")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0: in the loop)")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
+    return p
+
+
+def _parse_size(text: str | None):
+    if text is None:
+        return None
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return (parts[0], parts[1])
+    raise HowardError(f"--size {text}: expected N or HxW, e.g. 256 or 256x384")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    cfg = TrainConfig(stage=args.stage, steps=args.steps, batch_size=args.batch_size, size=_parse_size(args.size),
+                      out=args.out, init=args.init, data=args.data, device=args.device, seed=args.seed,
+                      backbone=args.backbone, lr_scale=args.lr_scale, log_every=max(1, args.log_every),
+                      save_every=max(1, args.save_every), workers=args.workers, amp=args.amp)
+    if args.resume is not None:
+        cfg.resume = args.resume or str(Path(args.out) / f"{args.stage}-last.pt")
+    return cfg
+
+
+def main(argv=None) -> int:
+    """`howard train ...`; returns the exit code (130 after Ctrl-C). HowardError propagates to the CLI."""
+    args = build_parser().parse_args(argv)
+    try:
+        train(config_from_args(args), log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
