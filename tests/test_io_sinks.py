@@ -132,6 +132,7 @@ def test_alpha_sinks(tmp_path):
     for ext in ("png", "tif"):
         with open_sink(tmp_path / "a" / f"matte.%05d.{ext}", "alpha") as sink:
             sink.write(12, rgb, alpha)
+            assert sink.is_complete(12) and not sink.is_complete(13)
         pixels, names, spec = read_back(tmp_path / "a" / f"matte.00012.{ext}")
         assert pixels.shape == (H, W, 1) and spec.format == oiio.UINT16
         np.testing.assert_allclose(pixels[:, :, 0], alpha, atol=1 / 65535)

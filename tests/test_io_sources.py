@@ -86,6 +86,16 @@ def test_multilayer_exr_picks_plain_rgb_then_first_layer_then_named(tmp_path):
     assert "'nope'" in str(err.value) and "beauty" in str(err.value) and str(layered) in str(err.value)
 
 
+def test_sequence_whose_channel_layout_changes_keeps_the_layer(tmp_path):
+    # Same channel count, but frame 2 has fg one channel later (OpenEXR keeps channels sorted).
+    a, b = ramp(c=4, seed=13), ramp(c=4, seed=14)
+    write(tmp_path / "r.0001.exr", a, names=["A", "fg.R", "fg.G", "fg.B"])
+    write(tmp_path / "r.0002.exr", np.dstack([b, b[:, :, :1]]), names=["A", "B", "fg.R", "fg.G", "fg.B"])
+    src = open_source(tmp_path / "r.####.exr", layer="fg")
+    np.testing.assert_allclose(src.read_native(1), a[:, :, 1:], rtol=1e-6)
+    np.testing.assert_allclose(src.read_native(2), np.dstack([b, b[:, :, :1]])[:, :, 2:], rtol=1e-6)
+
+
 def test_multipart_exr_layer_by_part_name(tmp_path):
     path = tmp_path / "parts.exr"
     a, b = ramp(seed=4), ramp(seed=5, top=2.0)

@@ -127,6 +127,12 @@ def pick_rgb(path: Path, specs: list, layer: str | None = None) -> tuple[int, tu
     return 0, (0, 1, 2)
 
 
+def _names_at(specs, subimage: int, channels: tuple[int, ...]) -> tuple[str, ...] | None:
+    if subimage >= len(specs) or max(channels) >= specs[subimage].nchannels:
+        return None
+    return tuple(specs[subimage].channelnames[c] for c in channels)
+
+
 def probe(path: str | os.PathLike, layer: str | None = None) -> ImageInfo:
     """Read only the header of `path`; HowardError when it is missing or not an image."""
     path = Path(path)
@@ -135,25 +141,25 @@ def probe(path: str | os.PathLike, layer: str | None = None) -> ImageInfo:
         specs = _subimage_specs(inp)
         sub, chans = pick_rgb(path, specs, layer)
         spec = specs[sub]
-        names = tuple(spec.channelnames[c] for c in chans)
-        return ImageInfo(spec.full_width, spec.full_height, sub, chans, names)
+        return ImageInfo(spec.full_width, spec.full_height, sub, chans, _names_at(specs, sub, chans))
     finally:
         inp.close()
 
 
-def read_rgb(path: str | os.PathLike, info: ImageInfo) -> np.ndarray:
+def read_rgb(path: str | os.PathLike, info: ImageInfo, layer: str | None = None) -> np.ndarray:
     """The colour of `path` as HxWx3 float32 in the file's own encoding (no clipping).
 
     Integer formats come back scaled to 0..1; float formats keep their values, so linear
-    highlights above 1 survive. `info` comes from `probe` on this or a sibling frame.
+    highlights above 1 survive. `info` comes from `probe(sibling, layer)` on this or a
+    sibling frame; a file laid out differently is re-probed with the same `layer`.
     """
     path = Path(path)
     inp = _open(path)
     try:
         specs = _subimage_specs(inp)
-        if info.subimage >= len(specs) or max(info.channels) >= specs[info.subimage].nchannels:
+        if _names_at(specs, info.subimage, info.channels) != info.channel_names:
             # A sibling frame with a different channel layout: re-pick for this file.
-            info = probe(path, None)
+            info = probe(path, layer)
         spec = specs[info.subimage]
         lo, hi = min(info.channels), max(info.channels) + 1
         pixels = inp.read_image(info.subimage, 0, lo, hi, "float")

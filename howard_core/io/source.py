@@ -170,7 +170,7 @@ class SequenceSource(FrameSource):
             if self._missing != "hold":
                 raise HowardError(f"{path}: missing; {_HINT}")
             path = self.pattern.path(self._held_frame(n))
-        rgb = images.read_rgb(path, self._info)
+        rgb = images.read_rgb(path, self._info, self._layer)
         if rgb.shape[:2] != (self.height, self.width):
             raise HowardError(
                 f"{path}: is {rgb.shape[1]}x{rgb.shape[0]} but frame {self.frame_numbers[0]} is "
