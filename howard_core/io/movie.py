@@ -198,6 +198,11 @@ class ProResWriter:
     """
 
     def __init__(self, path: str | os.PathLike, fps: Fraction):
+        if "prores_ks" not in av.codecs_available:
+            raise HowardError(
+                f"{path}: this FFmpeg build (PyAV {av.__version__}) has no ProRes encoder (prores_ks); "
+                f"write an EXR or PNG sequence instead"
+            )
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001 * 1000)
         self._tmp = temp_path_for(self.path)
