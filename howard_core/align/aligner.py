@@ -1,0 +1,590 @@
+"""Align a clean plate to one plate frame: pick the best of several candidate clean-plate frames, fit a
+homography to it, warp it into the plate and match its exposure.
+
+The search, per plate frame:
+
+1. Features (ORB, or SIFT) on a downscaled copy of every frame, once per frame (`Aligner.prepare`; the
+   sequence helper caches clean-plate frames). A known subject mask keeps the subject out of the plate's.
+2. Coarse fit per candidate: mutual nearest-neighbour matches passing a ratio test, then a MAGSAC++
+   homography (OpenCV USAC), rejected when it has too few inliers or is not a plausible camera move.
+3. Each coarse fit is scored photometrically on a small copy: exposure fitted robustly on background
+   pixels, then the trimmed mean absolute difference, plus a penalty for plate area left uncovered. The
+   best coarse fit also yields a coarse subject mask (where plate and clean plate disagree).
+4. The best `refine_top` candidates are refined to sub-pixel accuracy at full resolution: pyramidal
+   Lucas-Kanade tracks background corners of the plate into the candidate, starting from the coarse fit
+   (exposure-normalised first, as LK assumes equal brightness), and a MAGSAC++ + least-squares homography
+   is refitted to those tracks. Refined fits are re-scored; the lowest score wins.
+5. The winner is warped at full resolution (cubic by default), exposure-matched, and where it does not
+   cover the plate, the plate itself fills in (the reference method's choice: no difference, no matte).
+
+When every candidate fails, the frame falls back: a refit from the previous frame's homography if one is
+given (`prior`), else that homography as it stands, else a plain resize of the middle candidate; such
+frames are always flagged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from howard_core.align import geometry as geo
+from howard_core.align import photometric as pm
+from howard_core.errors import HowardError
+
+_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+_LK_WINDOW = (21, 21)
+
+
+@dataclass
+class Features:
+    """Keypoints of one frame, found on its feature-sized copy.
+
+    size:        (width, height) of the frame.
+    points:      N x 2 float32 positions in frame pixels.
+    descriptors: N x D (uint8 for ORB, float32 for SIFT), or None when nothing was found.
+    gray:        h x w uint8 luma of the feature-sized copy; `to_feature` maps frame px -> its px.
+    """
+
+    size: tuple[int, int]
+    points: np.ndarray
+    descriptors: np.ndarray | None
+    gray: np.ndarray
+    to_feature: np.ndarray
+
+    @property
+    def pixel(self) -> float:
+        """Frame pixels per feature-copy pixel."""
+        return self.size[0] / self.gray.shape[1]
+
+
+@dataclass
+class PreparedFrame:
+    """What alignment needs from one frame, computed once (`Aligner.prepare`); cache it for clean plates.
+
+    image:       the frame, H x W x 3 float32 sRGB 0..1.
+    features:    its `Features`.
+    small:       h x w x 3 float32 copy for photometric scoring, `to_small` maps frame px -> its px.
+    gray:        luma for the sub-pixel refinement: H x W float32 for a plate; for a clean plate uint8,
+                 resampled to `lk_size` (the plates' size), `to_lk` mapping frame px -> its px.
+    """
+
+    label: str
+    image: np.ndarray
+    features: Features
+    small: np.ndarray
+    to_small: np.ndarray
+    gray: np.ndarray
+    to_lk: np.ndarray
+    lk_size: tuple[int, int]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.shape[1], self.image.shape[0]
+
+
+@dataclass
+class Fit:
+    """One candidate's fit: the homography `h` (clean px -> plate px, 3x3 float64) and how it was obtained:
+    tentative feature `matches`, `inliers` among them, `refined_points` tracks of a sub-pixel refit, and
+    `failure` (None, or why the fit cannot be used)."""
+
+    h: np.ndarray | None = None
+    matches: int = 0
+    inliers: int = 0
+    refined_points: int = 0
+    refined: bool = False
+    failure: str | None = None
+    score: _Score | None = None
+
+
+@dataclass
+class _Score:
+    total: float
+    photometric: float
+    coverage: float
+    ncc: float
+    gain: np.ndarray
+    bias: np.ndarray
+    residual: np.ndarray = field(repr=False)
+    valid: np.ndarray = field(repr=False)
+
+
+@dataclass
+class AlignResult:
+    """The aligned clean plate for one plate frame, and the QC record of how it was obtained.
+
+    background:  H x W x 3 float32 sRGB 0..1 (plate size): the chosen clean-plate frame warped into the
+                 plate and exposure-matched; the plate itself where `valid` is False.
+    valid:       H x W bool, where the warped clean plate covers the plate.
+    homography:  3x3 float64, chosen clean-plate frame pixels -> plate pixels.
+    index:       position of the chosen frame in the candidate list given to `Aligner.align`.
+    clean_index: the chosen frame's number in the clean-plate clip (sequence helper), else None.
+    plate_index: the plate frame's number (sequence helper), else None.
+    inliers, matches:  feature matches consistent with the coarse fit, of those tentatively matched.
+    refined_points:    sub-pixel tracks used by the refined fit (0: not refined).
+    score:       robust photometric error over the covered background after exposure matching (mean
+                 absolute RGB difference, display units, measured on the downscaled copy).
+    ncc:         structural correlation of plate and aligned clean plate there (1 = identical).
+    coverage:    fraction of the plate covered by the clean plate.
+    gain, bias:  per-channel exposure match applied (RGB), `plate ~= gain * clean + bias`.
+    fallback:    None, or how the homography was obtained when no candidate fitted: "previous_refined",
+                 "previous", "identity".
+    flagged:     True when the frame needs a human look (fallback used, or poor coverage/match).
+    reason:      one line saying why this candidate and why flagged, if so.
+    candidates:  per-candidate QC dicts.
+    """
+
+    background: np.ndarray
+    valid: np.ndarray
+    homography: np.ndarray
+    index: int
+    clean_index: int | None = None
+    plate_index: int | None = None
+    inliers: int = 0
+    matches: int = 0
+    refined_points: int = 0
+    score: float = float("nan")
+    ncc: float = 0.0
+    coverage: float = 0.0
+    gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    fallback: str | None = None
+    flagged: bool = False
+    reason: str = ""
+    candidates: list[dict] = field(default_factory=list)
+    ms: float = 0.0
+
+    @property
+    def inlier_ratio(self) -> float:
+        return self.inliers / self.matches if self.matches else 0.0
+
+    def to_qc(self) -> dict:
+        """The QC record as a JSON-serialisable dict (no arrays)."""
+        return {
+            "plate_frame": self.plate_index,
+            "clean_frame": self.clean_index if self.clean_index is not None else self.index,
+            "candidate": self.index,
+            "inliers": int(self.inliers),
+            "matches": int(self.matches),
+            "inlier_ratio": round(self.inlier_ratio, 4),
+            "refined_points": int(self.refined_points),
+            "score": _round(self.score, 5),
+            "ncc": _round(self.ncc, 4),
+            "coverage": _round(self.coverage, 4),
+            "gain": [_round(g, 4) for g in self.gain],
+            "bias": [_round(b, 4) for b in self.bias],
+            "fallback": self.fallback,
+            "flagged": bool(self.flagged),
+            "reason": self.reason,
+            "homography": [[float(v) for v in row] for row in np.asarray(self.homography)],
+            "ms": round(float(self.ms), 1),
+            "candidates": self.candidates,
+        }
+
+
+def _round(x: float, digits: int) -> float | None:
+    x = float(x)
+    return round(x, digits) if np.isfinite(x) else None
+
+
+class Aligner:
+    """Aligns candidate clean-plate frames to a plate frame. Options (keywords, all optional):
+
+    detector         "orb" (default, fast) or "sift" (slower, more tolerant of blur and big zoom changes).
+    feature_size     long side, px, of the copy features are found on (default 640).
+    score_size       long side, px, of the copy candidates are scored on (default 320).
+    max_features     features per frame (default 600).
+    ratio            Lowe ratio test threshold for matches (default 0.8).
+    min_inliers      fewest matches consistent with a fit (default 24).
+    max_scale        largest zoom between the takes, either way, before a fit counts as wild (default 2).
+    min_overlap      smallest fraction of the plate a candidate must cover to be usable (default 0.2).
+    min_ncc          smallest structural correlation for a fit to count as right (default 0.4).
+    refine           sub-pixel refinement at full resolution (default True).
+    refine_top       how many of the best coarse candidates get refined (default 2).
+    refine_points    background corners tracked by the refinement (default 400).
+    coverage_weight  score penalty per unit of plate left uncovered (default 0.05, display units).
+    flag_coverage    flag frames whose chosen candidate covers less than this (default 0.8).
+    subject_margin   growth of subject masks, fraction of the frame's long side (default 0.03).
+    interpolation    final warp: "cubic" (default), "lanczos" or "linear".
+    exposure         match exposure (default True).
+    """
+
+    def __init__(self, *, detector: str = "orb", feature_size: int = 640, score_size: int = 320,
+                 max_features: int = 600, ratio: float = 0.8, min_inliers: int = 24, max_scale: float = 2.0,
+                 min_overlap: float = 0.2, min_ncc: float = 0.4, refine: bool = True, refine_top: int = 2,
+                 refine_points: int = 400, coverage_weight: float = 0.05, flag_coverage: float = 0.8,
+                 subject_margin: float = 0.03, interpolation: str = "cubic", exposure: bool = True):
+        if detector not in ("orb", "sift"):
+            raise HowardError(f"align: unknown detector {detector!r}; use 'orb' or 'sift'")
+        if interpolation not in _INTERPOLATION:
+            raise HowardError(f"align: unknown interpolation {interpolation!r}; use one of "
+                              f"{', '.join(_INTERPOLATION)}")
+        self.detector = detector
+        self.feature_size = int(feature_size)
+        self.score_size = int(score_size)
+        self.max_features = int(max_features)
+        self.ratio = float(ratio)
+        self.min_inliers = int(min_inliers)
+        self.max_scale = float(max_scale)
+        self.min_overlap = float(min_overlap)
+        self.min_ncc = float(min_ncc)
+        self.refine = bool(refine)
+        self.refine_top = max(1, int(refine_top))
+        self.refine_points = int(refine_points)
+        self.coverage_weight = float(coverage_weight)
+        self.flag_coverage = float(flag_coverage)
+        self.subject_margin = float(subject_margin)
+        self.interpolation = interpolation
+        self.exposure = bool(exposure)
+        if detector == "orb":
+            # Six levels of 1.2 cover a zoom of 2x between the takes, which is all `max_scale` allows.
+            self._detector = cv2.ORB_create(nfeatures=self.max_features, nlevels=6, fastThreshold=10)
+            self._norm = cv2.NORM_HAMMING
+        else:
+            self._detector = cv2.SIFT_create(nfeatures=self.max_features)
+            self._norm = cv2.NORM_L2
+        self._matcher = cv2.BFMatcher(self._norm)
+
+    # -- preparation ------------------------------------------------------------------------------------
+
+    def prepare(self, image: np.ndarray, label: str = "clean-plate frame",
+                plate_size: tuple[int, int] | None = None, subject: np.ndarray | None = None,
+                for_plate: bool = False) -> PreparedFrame:
+        """Features and downscaled copies of one frame (H x W x 3 float RGB 0..1).
+
+        `plate_size` (width, height) is the size of the plates this clean-plate frame will be aligned to
+        (default: its own); `subject` (H x W bool, True = subject) keeps features off the subject.
+        Raises HowardError naming `label` if the array is not a usable frame.
+        """
+        image = _as_frame(image, label)
+        size = (image.shape[1], image.shape[0])
+        small_size = geo.scaled_size(size, self.score_size)
+        small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
+        if not np.all(np.isfinite(small)):
+            raise HowardError(f"{label} contains NaN or infinite pixels; fix or clamp the source frame")
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        features = self._describe(gray, subject)
+        if for_plate:
+            lk_size, to_lk, lk_gray = size, np.eye(3), gray
+        else:
+            lk_size = size if plate_size is None else tuple(plate_size)
+            to_lk = geo.resize_matrix(size, lk_size)
+            src = gray if lk_size == size else cv2.resize(gray, lk_size, interpolation=cv2.INTER_AREA
+                                                          if lk_size[0] < size[0] else cv2.INTER_CUBIC)
+            lk_gray = cv2.convertScaleAbs(src, alpha=255)
+        return PreparedFrame(label=label, image=image, features=features, small=small,
+                             to_small=geo.resize_matrix(size, small_size), gray=lk_gray, to_lk=to_lk,
+                             lk_size=lk_size)
+
+    def features(self, image: np.ndarray, label: str = "frame") -> Features:
+        """Just the `Features` of a frame (H x W x 3 float RGB 0..1): cheap to keep many of."""
+        image = _as_frame(image, label)
+        return self._describe(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+
+    def _describe(self, gray: np.ndarray, subject: np.ndarray | None = None) -> Features:
+        size = (gray.shape[1], gray.shape[0])
+        feat_size = geo.scaled_size(size, self.feature_size)
+        feat_gray = cv2.convertScaleAbs(cv2.resize(gray, feat_size, interpolation=cv2.INTER_AREA), alpha=255)
+        to_feature = geo.resize_matrix(size, feat_size)
+        mask = None
+        if subject is not None:
+            mask = np.where(cv2.resize(subject.astype(np.uint8), feat_size, interpolation=cv2.INTER_NEAREST),
+                            0, 255).astype(np.uint8)
+        kps, desc = self._detector.detectAndCompute(feat_gray, mask)
+        pts = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)
+        points = geo.project(np.linalg.inv(to_feature), pts).astype(np.float32)
+        return Features(size=size, points=points, descriptors=desc, gray=feat_gray, to_feature=to_feature)
+
+    # -- the search -------------------------------------------------------------------------------------
+
+    def align(self, plate: np.ndarray, candidates: list, subject_mask: np.ndarray | None = None,
+              prior: tuple[int, np.ndarray] | None = None, plate_label: str = "plate frame",
+              candidate_labels: list[str] | None = None) -> AlignResult:
+        """Align the best of `candidates` to `plate`.
+
+        plate:        H x W x 3 float32 sRGB 0..1.
+        candidates:   clean-plate frames, each Hc x Wc x 3 float32 (any size) or a `PreparedFrame`.
+        subject_mask: optional H x W float or bool, 1 = subject (e.g. the previous frame's matte).
+        prior:        optional (candidate position, homography) to fall back on, e.g. the previous frame's.
+        Labels name the frames in error messages and QC.
+        """
+        t0 = time.perf_counter()
+        if not candidates:
+            raise HowardError(f"{plate_label}: no clean-plate candidates to align; check the clean-plate "
+                              "sequence is not empty")
+        labels = candidate_labels or [f"clean-plate candidate {k}" for k in range(len(candidates))]
+        plate_img = _as_frame(plate, plate_label)
+        plate_size = (plate_img.shape[1], plate_img.shape[0])
+        given_subject = self._subject_from_mask(subject_mask, plate_size, plate_label)
+        pf = self.prepare(plate_img, plate_label, subject=given_subject, for_plate=True)
+        cands = [c if isinstance(c, PreparedFrame) and c.lk_size == plate_size
+                 else self.prepare(c.image if isinstance(c, PreparedFrame) else c, labels[k], plate_size)
+                 for k, c in enumerate(candidates)]
+        small_size = (pf.small.shape[1], pf.small.shape[0])
+        subject_small = None
+        if given_subject is not None:
+            subject_small = cv2.resize(given_subject.astype(np.uint8), small_size,
+                                       interpolation=cv2.INTER_NEAREST).astype(bool)
+
+        # Coarse fits and their scores.
+        fits = [self.coarse_fit(c.features, pf.features) for c in cands]
+        for c, f in zip(cands, fits, strict=True):
+            if f.h is not None:
+                self._score_fit(f, c, pf, subject_small)
+        ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
+
+        # The coarse subject estimate, from the best coarse fit.
+        subject = subject_small
+        if ok:
+            best = min(ok, key=lambda k: fits[k].score.total)
+            grow = max(1, int(self.subject_margin * max(small_size)))
+            est = pm.subject_estimate(fits[best].score.residual, fits[best].score.valid, grow)
+            subject = est if subject is None else (subject | est)
+            if self.refine:
+                corners = self._plate_corners(pf, subject)
+                for k in sorted(ok, key=lambda k: fits[k].score.total)[:self.refine_top]:
+                    refined = self._refine(cands[k], pf, fits[k], corners)
+                    if refined is not None:
+                        self._score_fit(refined, cands[k], pf, subject)
+                        if refined.failure is None:
+                            fits[k] = refined
+            else:
+                for k in ok:
+                    self._score_fit(fits[k], cands[k], pf, subject)
+
+        ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
+        fallback = None
+        if ok:
+            # Refined fits are more accurate than coarse ones and were scored with the better subject
+            # mask, so they win whenever there is one.
+            pool = [k for k in ok if fits[k].refined] or ok
+            ranked = sorted(pool, key=lambda k: fits[k].score.total)
+            chosen = ranked[0]
+            fit = fits[chosen]
+            reason = (f"lowest score {fit.score.total:.4f} (photometric {fit.score.photometric:.4f}, "
+                      f"coverage {fit.score.coverage:.3f}) of {len(ok)} good fit(s) among {len(cands)}")
+            if len(ranked) > 1:
+                reason += f"; runner-up {labels[ranked[1]]} at {fits[ranked[1]].score.total:.4f}"
+            if not fit.refined and self.refine:
+                reason += "; sub-pixel refinement failed, coarse fit used"
+        else:
+            chosen, fit, fallback, reason = self._fallback(cands, pf, fits, prior, subject, labels)
+
+        flagged = fallback is not None
+        score = fit.score
+        if score.coverage < self.flag_coverage:
+            flagged = True
+            reason += f"; flagged: covers only {score.coverage:.0%} of the plate"
+        if fallback is None and fit.refined is False and self.refine:
+            flagged = True
+
+        background, valid = self._render(cands[chosen], pf, fit.h, score)
+        return AlignResult(
+            background=background, valid=valid, homography=fit.h, index=chosen, inliers=fit.inliers,
+            matches=fit.matches, refined_points=fit.refined_points, score=score.photometric, ncc=score.ncc,
+            coverage=score.coverage, gain=tuple(float(g) for g in score.gain),
+            bias=tuple(float(b) for b in score.bias), fallback=fallback, flagged=flagged, reason=reason,
+            candidates=[_candidate_qc(k, f, labels[k]) for k, f in enumerate(fits)],
+            ms=(time.perf_counter() - t0) * 1000)
+
+    # -- steps ------------------------------------------------------------------------------------------
+
+    def coarse_fit(self, clean: Features, plate: Features) -> Fit:
+        """Feature-based homography, clean px -> plate px, with its match statistics (`Fit`); a failed fit
+        has `failure` set (too few features or matches, implausible, too little overlap)."""
+        if clean.descriptors is None or plate.descriptors is None or len(clean.points) < 8 \
+                or len(plate.points) < 8:
+            n = min(len(clean.points), len(plate.points))
+            return Fit(failure=f"too few features ({n}); blank or featureless frame")
+        # Ratio test, then one-to-one: a plate feature claimed by several clean features keeps only its
+        # closest (a cheap stand-in for a full reverse cross-check, which would double the matching time).
+        best: dict[int, cv2.DMatch] = {}
+        for pair in self._matcher.knnMatch(clean.descriptors, plate.descriptors, k=2):
+            if len(pair) == 2 and pair[0].distance < self.ratio * pair[1].distance:
+                m = pair[0]
+                if m.trainIdx not in best or m.distance < best[m.trainIdx].distance:
+                    best[m.trainIdx] = m
+        src = [clean.points[m.queryIdx] for m in best.values()]
+        dst = [plate.points[m.trainIdx] for m in best.values()]
+        fit = Fit(matches=len(src))
+        if len(src) < self.min_inliers:
+            fit.failure = f"too few matches ({len(src)} < {self.min_inliers})"
+            return fit
+        # Threshold in full-resolution pixels, ~2 pixels of the feature copy.
+        h, inl = cv2.findHomography(np.float32(src), np.float32(dst), cv2.USAC_MAGSAC, 2.0 * plate.pixel,
+                                    maxIters=5000, confidence=0.999)
+        fit.inliers = int(inl.sum()) if inl is not None else 0
+        if h is None or fit.inliers < self.min_inliers:
+            fit.failure = f"too few inliers ({fit.inliers} < {self.min_inliers})"
+            return fit
+        fit.h = h / h[2, 2]
+        fit.failure = self._implausible(fit.h, clean, plate)
+        return fit
+
+    def _implausible(self, h: np.ndarray, clean, plate) -> str | None:
+        """Why `h` is not a usable clean -> plate fit (frames or `Features`, anything with `.size`)."""
+        why = geo.implausibility(h, clean.size, plate.size, self.max_scale)
+        if why is None and geo.coverage(h, clean.size, plate.size) < self.min_overlap:
+            why = f"overlaps less than {self.min_overlap:.0%} of the plate"
+        return why
+
+    def _score_fit(self, fit: Fit, clean: PreparedFrame, plate: PreparedFrame,
+                   subject: np.ndarray | None) -> None:
+        """Photometric score of a fit on the small copies; fails the fit if the structure does not match."""
+        small_size = (plate.small.shape[1], plate.small.shape[0])
+        hs = plate.to_small @ fit.h @ np.linalg.inv(clean.to_small)
+        warped = cv2.warpPerspective(clean.small, hs, small_size, flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
+        valid = geo.coverage_mask(hs, (clean.small.shape[1], clean.small.shape[0]), small_size)
+        bg = valid if subject is None else valid & ~subject
+        if self.exposure:
+            gain, bias = pm.fit_exposure(warped, plate.small, bg)
+        else:
+            gain, bias = np.ones(3), np.zeros(3)
+        matched = pm.apply_exposure(warped, gain, bias)
+        residual = pm.residual_map(plate.small, matched)
+        photometric = pm.trimmed_mean(residual[bg])
+        cover = geo.coverage(fit.h, clean.size, plate.size)
+        corr = pm.ncc(cv2.cvtColor(plate.small, cv2.COLOR_RGB2GRAY), cv2.cvtColor(matched, cv2.COLOR_RGB2GRAY),
+                      bg)
+        total = photometric + self.coverage_weight * (1 - cover) if np.isfinite(photometric) else np.inf
+        fit.score = _Score(total, photometric, cover, corr, gain, bias, residual, valid)
+        if fit.failure is None and corr < self.min_ncc:
+            fit.failure = f"images do not match once aligned (correlation {corr:.2f} < {self.min_ncc:g})"
+
+    def _plate_corners(self, plate: PreparedFrame, subject_small: np.ndarray | None) -> np.ndarray:
+        """Well-spread background corners of the plate (N x 2 float32, plate px) for the refinement."""
+        fh, fw = plate.features.gray.shape
+        mask = np.zeros((fh, fw), np.uint8)
+        border = _LK_WINDOW[0] // 2 + 2
+        mask[border:fh - border, border:fw - border] = 255
+        if subject_small is not None:
+            mask[cv2.resize(subject_small.astype(np.uint8), (fw, fh), interpolation=cv2.INTER_NEAREST) > 0] = 0
+        pts = cv2.goodFeaturesToTrack(plate.features.gray, self.refine_points, 0.005, max(fw, fh) / 45,
+                                      mask=mask, blockSize=5)
+        if pts is None:
+            return np.zeros((0, 2), np.float32)
+        return geo.project(np.linalg.inv(plate.features.to_feature), pts.reshape(-1, 2)).astype(np.float32)
+
+    def _refine(self, clean: PreparedFrame, plate: PreparedFrame, coarse: Fit, corners: np.ndarray,
+                levels: int = 1) -> Fit | None:
+        """Sub-pixel refit of `coarse` from Lucas-Kanade tracks at full resolution; None if it cannot.
+
+        `levels` pyramid levels above full resolution: 1 reaches a few pixels, enough after a feature fit
+        (about a pixel off); more for starting points further away.
+        """
+        if len(corners) < self.min_inliers:
+            return None
+        # Bring the plate to the candidate's exposure: Lucas-Kanade assumes equal brightness.
+        g = float(np.mean(coarse.score.gain))
+        b = float(np.mean(coarse.score.bias))
+        plate_u8 = cv2.convertScaleAbs(plate.gray, alpha=255 / g, beta=-255 * b / g)
+        h_lk = coarse.h @ np.linalg.inv(clean.to_lk)  # clean LK px -> plate px
+        pred = geo.project(np.linalg.inv(h_lk), corners).astype(np.float32)
+        w, h = clean.lk_size
+        margin = _LK_WINDOW[0] // 2 + 2
+        inside = (pred[:, 0] >= margin) & (pred[:, 0] < w - margin) & (pred[:, 1] >= margin) & \
+                 (pred[:, 1] < h - margin)
+        src, pred = corners[inside], pred[inside]
+        if len(src) < self.min_inliers:
+            return None
+        tracked, status, _ = cv2.calcOpticalFlowPyrLK(
+            plate_u8, clean.gray, src, pred.copy(), winSize=_LK_WINDOW, maxLevel=levels,
+            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.003),
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+        good = status.ravel() == 1
+        src, tracked = src[good], tracked[good]
+        if len(src) < self.min_inliers:
+            return None
+        h_fit, inl = cv2.findHomography(tracked, src, cv2.USAC_MAGSAC, 1.0, maxIters=2000, confidence=0.999)
+        if h_fit is None or inl is None or inl.sum() < self.min_inliers:
+            return None
+        keep = inl.ravel().astype(bool)
+        # A plain least-squares (Levenberg-Marquardt) polish on the inliers: MAGSAC's weighting is tuned
+        # for outlier rejection, the tracks' errors are small and Gaussian-like.
+        h_ls, _ = cv2.findHomography(tracked[keep], src[keep], 0)
+        if h_ls is not None and np.all(np.isfinite(h_ls)):
+            h_fit = h_ls
+        h_full = h_fit @ clean.to_lk
+        h_full = h_full / h_full[2, 2]
+        fit = Fit(h=h_full, matches=coarse.matches, inliers=coarse.inliers, refined_points=int(keep.sum()),
+                   refined=True)
+        fit.failure = self._implausible(h_full, clean, plate)
+        # A refinement that moves far from its starting point has locked onto something else.
+        drift = geo.corner_errors(h_full, coarse.h, plate.size).max()
+        if fit.failure is None and drift > 0.05 * max(plate.size):
+            fit.failure = f"refinement drifted {drift:.1f} px from the feature fit"
+        return fit
+
+    def _fallback(self, cands, plate, fits, prior, subject, labels):
+        failures = "; ".join(f"{labels[k]}: {f.failure}" for k, f in enumerate(fits))
+        if prior is not None:
+            k, h0 = prior
+            k = int(np.clip(k, 0, len(cands) - 1))
+            seed = Fit(h=np.asarray(h0, np.float64) / h0[2, 2])
+            self._score_fit(seed, cands[k], plate, subject)
+            refined = self._refine(cands[k], plate, seed, self._plate_corners(plate, subject), levels=3)
+            if refined is not None:
+                self._score_fit(refined, cands[k], plate, subject)
+                if refined.failure is None:
+                    return k, refined, "previous_refined", \
+                        f"no candidate fitted ({failures}); refitted from the previous frame's homography"
+            return k, seed, "previous", f"no candidate fitted ({failures}); reused the previous frame's homography"
+        k = len(cands) // 2
+        seed = Fit(h=geo.resize_matrix(cands[k].size, plate.size))
+        self._score_fit(seed, cands[k], plate, subject)
+        return k, seed, "identity", f"no candidate fitted ({failures}); used {labels[k]} unaligned"
+
+    def _render(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray,
+                score: _Score) -> tuple[np.ndarray, np.ndarray]:
+        w, hh = plate.size
+        warped = cv2.warpPerspective(clean.image, h, (w, hh), flags=_INTERPOLATION[self.interpolation],
+                                     borderMode=cv2.BORDER_REPLICATE)
+        valid = geo.coverage_mask(h, clean.size, plate.size)
+        background = pm.apply_exposure(warped, score.gain, score.bias) if self.exposure else pm.clip01(warped)
+        cv2.copyTo(plate.image, (~valid).view(np.uint8), dst=background)
+        return background, valid
+
+    def _subject_from_mask(self, mask, plate_size, label) -> np.ndarray | None:
+        if mask is None:
+            return None
+        mask = np.asarray(mask)
+        if mask.shape != (plate_size[1], plate_size[0]):
+            raise HowardError(f"{label}: subject mask is {mask.shape[1::-1]} but the plate is {plate_size}; "
+                              "pass the previous frame's matte at plate size")
+        hot = (mask > 0.1).astype(np.uint8)
+        grow = int(self.subject_margin * max(plate_size))
+        # The matte is a frame old and the subject has moved since: grow it generously.
+        if grow > 0 and hot.any():
+            hot = cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+        return hot.astype(bool)
+
+
+def _candidate_qc(k: int, f: Fit, label: str) -> dict:
+    s = f.score
+    return {
+        "candidate": k,
+        "label": label,
+        "status": "ok" if f.failure is None and f.h is not None else f"rejected: {f.failure}",
+        "matches": int(f.matches),
+        "inliers": int(f.inliers),
+        "refined_points": int(f.refined_points),
+        "score": None if s is None else _round(s.total, 5),
+        "photometric": None if s is None else _round(s.photometric, 5),
+        "coverage": None if s is None else _round(s.coverage, 4),
+        "ncc": None if s is None else _round(s.ncc, 4),
+    }
+
+
+def _as_frame(image, label: str) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 16:
+        raise HowardError(f"{label}: expected an H x W x 3 RGB frame of at least 16 x 16 pixels, got shape "
+                          f"{arr.shape}; convert it to 3-channel RGB")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise HowardError(f"{label}: expected float RGB in 0..1, got {arr.dtype}; convert the frame to "
+                          "float32 (divide integer code values by their maximum)")
+    return np.ascontiguousarray(arr, dtype=np.float32)

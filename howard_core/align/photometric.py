@@ -1,0 +1,129 @@
+"""Photometric pieces of alignment: exposure matching, the robust residual that ranks candidates, and a
+coarse estimate of where the subject is.
+
+All images are float32 RGB in the frames' own display-referred space (sRGB 0..1). The exposure model is
+per channel `plate ~= gain * clean + bias` in that space: an exposure change is a gain on linear light,
+which display encoding turns into nearly a gain (the power-law part of the curve), and the bias absorbs
+flare and black-level shifts.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Pixels this close to either end of the range are clipped in one take or the other and break the linear
+# exposure model, so they take no part in the fit.
+_CLIP_LO, _CLIP_HI = 0.01, 0.98
+_MIN_PIXELS = 64
+# A global gain and bias are pinned down by a few thousand pixels; more only costs time.
+_FIT_PIXELS = 5000
+
+
+def fit_exposure(clean: np.ndarray, plate: np.ndarray, mask: np.ndarray,
+                 iterations: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel gain and bias (two float64 arrays of C) so that `gain * clean + bias ~= plate`.
+
+    clean, plate: h x w x C float32, the same pixels of the two takes (clean already warped into place).
+    mask: h x w bool, where both show background. The fit is least squares with the worst residuals
+    dropped and refitted a few times, so what the mask misses (subject edges, moving leaves) does not
+    drag it. A channel with too little contrast to fit a gain gets gain 1 and a bias only.
+    """
+    channels = clean.shape[2]
+    gain, bias = np.ones(channels), np.zeros(channels)
+    idx = np.flatnonzero(mask)
+    idx = idx[:: max(1, len(idx) // _FIT_PIXELS)]
+    # Channels x pixels, so that every reduction runs along contiguous memory.
+    x = clean.reshape(-1, channels)[idx].T.astype(np.float64)
+    y = plate.reshape(-1, channels)[idx].T.astype(np.float64)
+    usable = (x > _CLIP_LO) & (x < _CLIP_HI) & (y > _CLIP_LO) & (y < _CLIP_HI)
+    w = usable.astype(np.float64)
+    if len(idx) == 0 or w.sum(1).min() < _MIN_PIXELS:
+        return gain, bias
+    for k in range(iterations + 1):
+        n = w.sum(1, keepdims=True)
+        mx, my = (w * x).sum(1, keepdims=True) / n, (w * y).sum(1, keepdims=True) / n
+        dx = x - mx
+        var = (w * dx * dx).sum(1, keepdims=True) / n
+        cov = (w * dx * (y - my)).sum(1, keepdims=True) / n
+        gain = np.where(var < 1e-6, 1.0, np.clip(cov / np.maximum(var, 1e-12), 0.25, 4.0))
+        bias = my - gain * mx
+        if k == iterations:
+            break
+        # Keep residuals within 2.5 robust sigmas (1.4826 x median absolute residual): always at least
+        # half of the usable pixels.
+        r = np.abs(y - (gain * x + bias))
+        cut = np.array([[max(2.5 * 1.4826 * np.median(r[c, usable[c]]), 1e-6)] for c in range(channels)])
+        w = (usable & (r <= cut)).astype(np.float64)
+        if w.sum(1).min() < _MIN_PIXELS:
+            break
+    return gain.ravel(), bias.ravel()
+
+
+def apply_exposure(img: np.ndarray, gain: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """`gain * img + bias` per channel, clipped to 0..1; h x w x 3 float32 in, new array out."""
+    m = np.zeros((3, 4), np.float32)
+    m[np.arange(3), np.arange(3)] = gain
+    m[:, 3] = bias
+    return clip01(cv2.transform(img, m))
+
+
+def clip01(img: np.ndarray) -> np.ndarray:
+    """Clip a float32 image to 0..1 in place (OpenCV's min/max are several times faster than np.clip).
+
+    The bounds are given per channel: OpenCV reads a bare number as (number, 0, 0, 0).
+    """
+    cv2.min(img, (1.0, 1.0, 1.0, 1.0), dst=img)
+    cv2.max(img, (0.0, 0.0, 0.0, 0.0), dst=img)
+    return img
+
+
+def residual_map(plate: np.ndarray, matched: np.ndarray) -> np.ndarray:
+    """Per-pixel mean absolute RGB difference, h x w float32."""
+    return cv2.transform(cv2.absdiff(plate, matched), np.full((1, 3), 1 / 3, np.float32))
+
+
+def trimmed_mean(values: np.ndarray, keep: float = 0.9) -> float:
+    """Mean of the smallest `keep` fraction of `values` (a 1-D float array); nan when empty."""
+    n = len(values)
+    if n == 0:
+        return float("nan")
+    k = max(1, int(n * keep))
+    return float(np.partition(values, k - 1)[:k].mean())
+
+
+def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Normalised cross-correlation of two h x w float32 images over `mask` (-1..1; 0 when flat).
+
+    Both images are high-passed first so that the score reflects matching structure, not matching
+    overall brightness gradients, and it is independent of gain and bias.
+    """
+    idx = np.flatnonzero(mask)
+    if len(idx) < _MIN_PIXELS:
+        return 0.0
+    idx = idx[:: max(1, len(idx) // (4 * _FIT_PIXELS))]
+    ha = a - cv2.blur(a, (9, 9))
+    hb = b - cv2.blur(b, (9, 9))
+    x, y = ha.ravel()[idx].astype(np.float64), hb.ravel()[idx].astype(np.float64)
+    x -= x.mean()
+    y -= y.mean()
+    den = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / den) if den > 1e-12 else 0.0
+
+
+def subject_estimate(residual: np.ndarray, valid: np.ndarray, grow: int) -> np.ndarray:
+    """Where plate and matched clean plate disagree beyond noise: a coarse subject mask (h x w bool).
+
+    residual: h x w float32 from `residual_map`; valid: where it is meaningful. The threshold adapts to the
+    noise level of the footage; isolated specks are removed and the rest grown by `grow` pixels so that
+    soft edges and motion blur around the subject are covered too.
+    """
+    r = residual[valid]
+    if r.size < _MIN_PIXELS:
+        return np.zeros_like(valid)
+    sigma = 1.4826 * float(np.median(r))
+    hot = ((residual > max(0.05, 6 * sigma)) & valid).astype(np.uint8)
+    hot = cv2.morphologyEx(hot, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    if grow > 0:
+        hot = cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    return hot.astype(bool)
