@@ -327,6 +327,8 @@ class Shot:
                 clean frame j shows the camera pose of plate time `clean_times[j]`, up to the clean pass's
                 hand-held deviation.
     clean_gain: per-channel linear-light gain of the clean take relative to the plate (exposure + balance).
+    scene:      the scene plane itself, Hs x Ws x 3 float32 sRGB at the plate's exposure, in scene pixels
+                (what the homographies map from).
     """
 
     plate: Sequence[np.ndarray]
@@ -341,7 +343,7 @@ class Shot:
     plate_size: tuple[int, int]  # (width, height)
     clean_size: tuple[int, int]
     params: dict = field(default_factory=dict)
-    _scene: np.ndarray | None = field(default=None, repr=False)
+    scene: np.ndarray | None = field(default=None, repr=False)
 
     def clean_to_plate(self, j: int, i: int) -> np.ndarray:
         """True homography (3x3 float64) from clean-frame-j pixels to plate-frame-i pixels."""
@@ -356,7 +358,7 @@ class Shot:
     def plate_background(self, i: int) -> np.ndarray:
         """Noise-free background of plate frame i (plate exposure), H x W x 3 float32 sRGB."""
         w, h = self.plate_size
-        return cv2.warpPerspective(self._scene, self.plate_homographies[i], (w, h), flags=cv2.INTER_LINEAR,
+        return cv2.warpPerspective(self.scene, self.plate_homographies[i], (w, h), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REFLECT)
 
 
@@ -525,7 +527,7 @@ def make_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_
                 alpha=plate_seqs[1], foreground=plate_seqs[2],
                 plate_homographies=plate_h, clean_homographies=clean_h, plate_times=plate_times,
                 clean_times=clean_times, clean_gain=gain, plate_size=(width, height), clean_size=(cw, ch),
-                params=params, _scene=scene)
+                params=params, scene=scene)
 
 
 def _window(shape: tuple[int, int], h: int, w: int, x0: int, y0: int):
