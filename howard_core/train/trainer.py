@@ -266,7 +266,10 @@ def train(config: TrainConfig, log=print) -> Path:
     dataset = _dataset(cfg)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=range(step * cfg.batch_size,
                                                                          cfg.steps * cfg.batch_size),
-                        num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda")
+                        num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda",
+                        # Its own generator: the loader draws a seed when iterated, which would otherwise
+                        # shift the global stream (dropout) between a resumed and an uninterrupted run.
+                        generator=torch.Generator().manual_seed(cfg.seed))
     h, w = cfg.hw()
     started = datetime.now(UTC).isoformat(timespec="seconds")
 

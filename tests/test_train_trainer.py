@@ -1,0 +1,151 @@
+"""Training smoke runs (a few steps at 64x64), resuming, checkpoints, the loss plot and evaluation."""
+
+import json
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from howard_core.errors import HowardError
+from howard_core.train.checkpoint import read_training_checkpoint, save_howard_checkpoint
+from howard_core.train.evaluate import evaluate
+from howard_core.train.evaluate import main as eval_main
+from howard_core.train.plot import render_loss_plot
+from howard_core.train.trainer import TrainConfig, train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny convolutions gain nothing from a second thread, and lose a lot when the cores are shared.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = TrainConfig(stage="base", steps=3, batch_size=2, size=64, log_every=1, save_every=100, seed=0)
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_train_writes_checkpoints_and_a_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    lines = []
+    cfg = replace(TINY, out=str(tmp_path / "a"))
+    final = train(cfg, log=lines.append)
+    last = tmp_path / "a" / "base-last.pt"
+    assert final == tmp_path / "a" / "base.pt" and last.is_file()
+    ck = read_training_checkpoint(last)
+    assert (ck["format"], ck["version"], ck["kind"], ck["backbone"]) == ("howard-checkpoint", 1, "base", "mobilenetv2")
+    assert ck["train"]["step"] == 3 and [h["step"] for h in ck["train"]["history"]] == [1, 2, 3]
+    assert any("step 2/3" in line and "it/s" in line and "eta" in line for line in lines)
+    plot = cv2.imread(str(tmp_path / "a" / "base-loss.png"))
+    assert plot is not None and plot.shape[2] == 3
+    assert (tmp_path / "a" / "base-losses.csv").read_text().splitlines()[0].startswith("step,loss,pha_l1")
+
+    train(replace(cfg, steps=4, resume=str(last)), log=lines.append)
+    ck = read_training_checkpoint(last)
+    assert ck["train"]["step"] == 4 and ck["meta"]["steps"] == 4
+    assert [h["step"] for h in ck["train"]["history"]] == [1, 2, 3, 4]
+
+    # Same data indices, optimizer state and RNG: resuming changes nothing.
+    train(replace(cfg, steps=4, out=str(tmp_path / "b")), log=lambda _: None)
+    resumed, straight = _weights(tmp_path / "a" / "base.pt"), _weights(tmp_path / "b" / "base.pt")
+    assert resumed.keys() == straight.keys()
+    for k in resumed:
+        torch.testing.assert_close(resumed[k], straight[k], atol=1e-6, rtol=0, msg=k)
+
+    # The refine stage picks up <out>/base.pt and trains the whole network.
+    refine = train(replace(cfg, stage="refine", steps=1), log=lines.append)
+    assert any(line.startswith("init:") and "base.pt" in line for line in lines)
+    sd = _weights(refine)
+    assert any(k.startswith("refiner.") for k in sd)
+    assert torch.load(refine, weights_only=True)["kind"] == "refine"
+
+
+def test_init_from_an_official_state_dict_and_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
+    from howard_core.model import MattingRefine
+
+    torch.manual_seed(1)
+    official = MattingRefine("mobilenetv2")
+    torch.save(official.state_dict(), tmp_path / "official.pth")  # the published checkpoints' layout
+    lines = []
+
+    def interrupt_at_step_1(line):
+        lines.append(line)
+        if "step 1/" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(replace(TINY, out=str(tmp_path), init=str(tmp_path / "official.pth")), log=interrupt_at_step_1)
+    ck = read_training_checkpoint(tmp_path / "base-last.pt")
+    assert ck["train"]["step"] == 1 and ck["meta"]["init"].endswith("official.pth")
+    assert not (tmp_path / "base.pt").exists()
+    # Every base tensor came from the refine checkpoint (the refiner's are not part of a base model).
+    base_keys = [k for k in official.state_dict() if not k.startswith("refiner.")]
+    assert any(line.startswith(f"init: {len(base_keys)}/{len(base_keys)} tensors") for line in lines)
+
+
+def test_user_fixable_configuration_errors(tmp_path):
+    with pytest.raises(HowardError, match="multiples of 16"):
+        train(replace(TINY, size=72, out=str(tmp_path)))
+    with pytest.raises(HowardError, match="multiples of 64"):
+        train(replace(TINY, stage="refine", size=96, out=str(tmp_path)))
+    with pytest.raises(HowardError, match="at least 2"):
+        train(replace(TINY, batch_size=1, out=str(tmp_path)))
+    from howard_core.model import MattingBase
+
+    weights_only = save_howard_checkpoint(tmp_path / "w.pt", MattingBase("mobilenetv2"), "base", "mobilenetv2", {})
+    with pytest.raises(HowardError, match=r"w\.pt: holds weights only.*--init"):
+        train(replace(TINY, resume=str(weights_only), out=str(tmp_path)))
+    with pytest.raises(HowardError, match="no such checkpoint"):
+        train(replace(TINY, resume=str(tmp_path / "missing.pt"), out=str(tmp_path)))
+
+
+def test_half_precision_checkpoint_loads_back(tmp_path):
+    from howard_core.model import MattingBase, load_model
+
+    torch.manual_seed(0)
+    model = MattingBase("mobilenetv2")
+    path = save_howard_checkpoint(tmp_path / "m.pt", model, "base", "mobilenetv2", {"note": "x"}, half=True)
+    raw = torch.load(path, weights_only=True)
+    assert raw["state_dict"]["decoder.conv4.weight"].dtype == torch.float16
+    assert raw["meta"] == {"note": "x"}
+    loaded = load_model(path)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v, atol=2e-3, rtol=1e-3, msg=k)
+
+
+def test_loss_plot_draws_every_series():
+    history = [{"step": s, "loss": 1.0 / s, "pha_l1": 0.1 / s, "it_s": 2.0} for s in range(1, 30)]
+    img = render_loss_plot(history, "test")
+    assert img.shape == (540, 960, 3)
+    coloured = np.abs(img.astype(int) - img.mean(axis=2, keepdims=True)).sum(axis=2) > 60
+    assert coloured.sum() > 100  # the blue pha_l1 curve and its legend
+    assert (render_loss_plot([], "empty") < 128).any()  # says that nothing is recorded
+
+
+def test_evaluate_reports_model_and_baseline_and_writes_images(tmp_path, capsys):
+    from howard_core.model import MattingBase
+
+    torch.manual_seed(0)
+    report = evaluate(MattingBase("mobilenetv2"), n=2, size=64, seed=1, images=tmp_path)
+    keys = {"sad_div1e3", "mse_x1e3", "grad_div1e3", "conn_div1e3", "fgr_mse_x1e3"}
+    assert keys <= set(report["baseline"]) and keys <= set(report["model"])
+    assert report["split"] == "heldout" and report["n"] == 2 and report["size"] == [64, 64]
+    assert all(report["baseline"][k] >= 0 for k in keys)
+    strip = cv2.imread(str(tmp_path / "heldout_1_0000.png"))
+    assert strip.shape == (64 + 24, 4 * 64, 3)
+
+    assert eval_main(["--baseline-only", "--n", "2", "--size", "64", "--seed", "1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"] is None
+    assert printed["baseline"] == pytest.approx(report["baseline"])  # the held-out set is reproducible
+
+    from howard_core.model import MattingRefine
+
+    with pytest.raises(HowardError, match="multiples of 64"):
+        evaluate(MattingRefine("mobilenetv2"), n=1, size=96)
