@@ -626,16 +626,16 @@ def _list_images(folder: Path) -> dict[str, Path]:
 
 
 def _fit_canvas(img: np.ndarray, h: int, w: int, rng, zoom=(1.0, 1.3), crop=None):
-    """Random scale-and-crop of `img` to (h, w); returns the result and the crop used (reusable)."""
+    """Random crop of `img` resized to (h, w); returns the result and the crop used (to reuse on a twin)."""
     ih, iw = img.shape[:2]
     if crop is None:
         scale = max(h / ih, w / iw) * rng.uniform(*zoom)
-        ch, cw = min(ih, h / scale), min(iw, w / scale)
-        crop = (rng.uniform(0, ih - ch), rng.uniform(0, iw - cw), ch, cw)
+        ch, cw = max(1, min(ih, round(h / scale))), max(1, min(iw, round(w / scale)))
+        crop = (int(rng.integers(0, ih - ch + 1)), int(rng.integers(0, iw - cw + 1)), ch, cw)
     y0, x0, ch, cw = crop
-    m = np.array([[w / cw, 0, -x0 * w / cw], [0, h / ch, -y0 * h / ch]], np.float32)
-    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_AREA if cw > w else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT), crop
+    # Area averaging when shrinking: a plain bilinear warp would alias fine background texture.
+    interp = cv2.INTER_AREA if cw > w else cv2.INTER_LINEAR
+    return cv2.resize(img[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=interp), crop
 
 
 class FolderDataset(Dataset):
@@ -710,9 +710,12 @@ class FolderDataset(Dataset):
         scale = min(h / ih, w / iw) * rng.uniform(0.7, 1.2)
         tx = rng.uniform(min(0, w - iw * scale), max(0, w - iw * scale))
         ty = rng.uniform(min(0, h - ih * scale), max(0, h - ih * scale))
-        mat = np.array([[scale, 0, tx], [0, scale, ty]], np.float32)
-        layer = cv2.warpAffine(np.ascontiguousarray(layer), mat, (w, h), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT)
+        # Resize first (area-averaged when shrinking, so hair does not alias), then shift into place.
+        sw, sh = max(1, round(iw * scale)), max(1, round(ih * scale))
+        layer = cv2.resize(np.ascontiguousarray(layer), (sw, sh),
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        mat = np.array([[1, 0, tx], [0, 1, ty]], np.float32)
+        layer = cv2.warpAffine(layer, mat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         pha = np.clip(layer[:, :, 3], 0, 1)
         fgr = np.divide(layer[:, :, :3], pha[:, :, None], out=np.zeros((h, w, 3), np.float32),
                         where=pha[:, :, None] > 1 / 1024)
