@@ -531,8 +531,11 @@ def make_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_
 
 
 def _window(shape: tuple[int, int], h: int, w: int, x0: int, y0: int):
+    """Slices (destination, source) pasting an h x w patch at (x0, y0) into an array of `shape`, clipped;
+    both empty when the patch lies wholly outside (never negative bounds, which would wrap around)."""
     H, W = shape
-    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
+    xa, ya = min(max(x0, 0), W), min(max(y0, 0), H)
+    xb, yb = max(min(x0 + w, W), xa), max(min(y0 + h, H), ya)
     return (slice(ya, yb), slice(xa, xb)), (slice(ya - y0, yb - y0), slice(xa - x0, xb - x0))
 
 

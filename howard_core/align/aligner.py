@@ -130,8 +130,10 @@ class AlignResult:
     ncc:         structural correlation of plate and aligned clean plate there (1 = identical).
     coverage:    fraction of the plate covered by the clean plate.
     gain, bias:  per-channel exposure match applied (RGB), `plate ~= gain * clean + bias`.
-    fallback:    None, or how the homography was obtained when no candidate fitted: "previous_refined",
-                 "previous", "identity".
+    fallback:    None, or how the homography was obtained when no candidate fitted: "previous_refined" /
+                 "identity_refined" (tracked from the previous frame's fit / a plain resize), "previous"
+                 or "identity" (that starting guess as it stands), "wider_window" (sequence helper:
+                 a clean-plate frame outside the usual window).
     flagged:     True when the frame needs a human look (fallback used, or poor coverage/match).
     reason:      one line saying why this candidate and why flagged, if so.
     candidates:  per-candidate QC dicts.
@@ -207,6 +209,7 @@ class Aligner:
     refine_points    background corners tracked by the refinement (default 400).
     coverage_weight  score penalty per unit of plate left uncovered (default 0.05, display units).
     flag_coverage    flag frames whose chosen candidate covers less than this (default 0.8).
+    flag_inlier_ratio flag frames where fewer than this fraction of matches agree with the fit (default 0.2).
     subject_margin   growth of subject masks, fraction of the frame's long side (default 0.03).
     interpolation    final warp: "cubic" (default), "lanczos" or "linear".
     exposure         match exposure (default True).
@@ -216,6 +219,7 @@ class Aligner:
                  max_features: int = 600, ratio: float = 0.8, min_inliers: int = 24, max_scale: float = 2.0,
                  min_overlap: float = 0.2, min_ncc: float = 0.4, refine: bool = True, refine_top: int = 2,
                  refine_points: int = 400, coverage_weight: float = 0.05, flag_coverage: float = 0.8,
+                 flag_inlier_ratio: float = 0.2,
                  subject_margin: float = 0.03, interpolation: str = "cubic", exposure: bool = True):
         if detector not in ("orb", "sift"):
             raise HowardError(f"align: unknown detector {detector!r}; use 'orb' or 'sift'")
@@ -236,6 +240,7 @@ class Aligner:
         self.refine_points = int(refine_points)
         self.coverage_weight = float(coverage_weight)
         self.flag_coverage = float(flag_coverage)
+        self.flag_inlier_ratio = float(flag_inlier_ratio)
         self.subject_margin = float(subject_margin)
         self.interpolation = interpolation
         self.exposure = bool(exposure)
@@ -380,6 +385,11 @@ class Aligner:
             reason += f"; flagged: covers only {score.coverage:.0%} of the plate"
         if fallback is None and fit.refined is False and self.refine:
             flagged = True
+        if fallback is None and fit.matches and fit.inliers < self.flag_inlier_ratio * fit.matches:
+            # Most matches disagreeing with the fit is what repeated patterns (or a subject filling the
+            # frame) look like: the fit may be off by a whole pattern repeat.
+            flagged = True
+            reason += f"; flagged: only {fit.inliers} of {fit.matches} matches agree (repeated texture?)"
 
         background, valid = self._render(cands[chosen], pf, fit.h, score)
         return AlignResult(
@@ -520,23 +530,33 @@ class Aligner:
         return fit
 
     def _fallback(self, cands, plate, fits, prior, subject, labels):
+        """No candidate fitted. Refit from a starting guess by tracking alone, which needs texture but not
+        distinctive features (so it copes with repeated patterns): the previous frame's homography, then
+        a plain resize of the middle candidate. Failing that, use the first guess as it stands."""
         failures = "; ".join(f"{labels[k]}: {f.failure}" for k, f in enumerate(fits))
+        seeds = []
         if prior is not None:
             k, h0 = prior
-            k = int(np.clip(k, 0, len(cands) - 1))
-            seed = Fit(h=np.asarray(h0, np.float64) / h0[2, 2])
+            h0 = np.asarray(h0, np.float64)
+            seeds.append(("previous", int(np.clip(k, 0, len(cands) - 1)), h0 / h0[2, 2],
+                          "the previous frame's homography"))
+        mid = len(cands) // 2
+        seeds.append(("identity", mid, geo.resize_matrix(cands[mid].size, plate.size),
+                      f"{labels[mid]} unaligned"))
+        corners = self._plate_corners(plate, subject)
+        for name, k, h0, what in seeds:
+            seed = Fit(h=h0)
             self._score_fit(seed, cands[k], plate, subject)
-            refined = self._refine(cands[k], plate, seed, self._plate_corners(plate, subject), levels=3)
+            refined = self._refine(cands[k], plate, seed, corners, levels=3)
             if refined is not None:
                 self._score_fit(refined, cands[k], plate, subject)
                 if refined.failure is None:
-                    return k, refined, "previous_refined", \
-                        f"no candidate fitted ({failures}); refitted from the previous frame's homography"
-            return k, seed, "previous", f"no candidate fitted ({failures}); reused the previous frame's homography"
-        k = len(cands) // 2
-        seed = Fit(h=geo.resize_matrix(cands[k].size, plate.size))
+                    return k, refined, f"{name}_refined", \
+                        f"no candidate fitted ({failures}); refitted {labels[k]} from {what}"
+        name, k, h0, what = seeds[0]
+        seed = Fit(h=h0)
         self._score_fit(seed, cands[k], plate, subject)
-        return k, seed, "identity", f"no candidate fitted ({failures}); used {labels[k]} unaligned"
+        return k, seed, name, f"no candidate fitted ({failures}); used {what}"
 
     def _render(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray,
                 score: _Score) -> tuple[np.ndarray, np.ndarray]:

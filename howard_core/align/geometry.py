@@ -56,16 +56,58 @@ def corner_error(h_est: np.ndarray, h_true: np.ndarray, plate_size: tuple[int, i
     return float(corner_errors(h_est, h_true, plate_size).mean())
 
 
+def _pixel_rect(size: tuple[int, int]) -> np.ndarray:
+    """The area a `(width, height)` frame's pixels cover: edges half a pixel beyond the corner centres."""
+    w, h = size
+    return np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]])
+
+
+def _area(poly: np.ndarray) -> float:
+    if len(poly) < 3:
+        return 0.0
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def _clip_to_rect(poly: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A convex polygon (N x 2) clipped to a frame's pixel area (Sutherland-Hodgman, one edge at a time).
+
+    Written out rather than cv2.intersectConvexConvex, which returns nonsense for polygons sharing edges,
+    exactly the case of a clean plate that lines up with the plate.
+    """
+    lo, hi = -0.5, (size[0] - 0.5, size[1] - 0.5)
+    for axis, bound, keep_below in ((0, lo, False), (0, hi[0], True), (1, lo, False), (1, hi[1], True)):
+        if len(poly) == 0:
+            break
+        out = []
+        for k in range(len(poly)):
+            p, q = poly[k], poly[(k + 1) % len(poly)]
+            p_in = p[axis] <= bound if keep_below else p[axis] >= bound
+            q_in = q[axis] <= bound if keep_below else q[axis] >= bound
+            if p_in:
+                out.append(p)
+            if p_in != q_in:
+                t = (bound - p[axis]) / (q[axis] - p[axis])
+                out.append(p + t * (q - p))
+        poly = np.array(out).reshape(-1, 2)
+    return poly
+
+
+def _warped_frame(h: np.ndarray, clean_size: tuple[int, int]) -> np.ndarray | None:
+    """The clean frame's pixel area mapped into the plate, or None if the map folds or goes to infinity."""
+    rect = _pixel_rect(clean_size)
+    if np.any(rect @ np.asarray(h)[2, :2] + h[2, 2] <= 1e-9):
+        return None
+    quad = project(h, rect)
+    return quad if cv2.isContourConvex(quad.astype(np.float32).reshape(-1, 1, 2)) else None
+
+
 def coverage(h: np.ndarray, clean_size: tuple[int, int], plate_size: tuple[int, int]) -> float:
     """Fraction (0..1) of the plate covered by the clean frame warped by `h` (clean -> plate)."""
-    quad = project(h, frame_corners(clean_size)).astype(np.float32)
-    if not cv2.isContourConvex(quad.reshape(-1, 1, 2)):
+    quad = _warped_frame(h, clean_size)
+    if quad is None:
         return 0.0
-    if cv2.contourArea(quad, oriented=True) < 0:
-        quad = quad[::-1].copy()
-    rect = frame_corners(plate_size).astype(np.float32)
-    area, _ = cv2.intersectConvexConvex(quad, rect)
-    return float(np.clip(area / cv2.contourArea(rect), 0, 1)) if area > 0 else 0.0
+    return float(np.clip(_area(_clip_to_rect(quad, plate_size)) / _area(_pixel_rect(plate_size)), 0, 1))
 
 
 def overlap(h: np.ndarray, clean_size: tuple[int, int], plate_size: tuple[int, int]) -> float:
@@ -74,15 +116,12 @@ def overlap(h: np.ndarray, clean_size: tuple[int, int], plate_size: tuple[int, i
     Unlike `coverage` it drops when the clean frame sees much more than the plate, so it peaks where the
     two cameras' framings agree.
     """
-    quad = project(h, frame_corners(clean_size)).astype(np.float32)
-    if not cv2.isContourConvex(quad.reshape(-1, 1, 2)):
+    quad = _warped_frame(h, clean_size)
+    if quad is None:
         return 0.0
-    if cv2.contourArea(quad, oriented=True) < 0:
-        quad = quad[::-1].copy()
-    rect = frame_corners(plate_size).astype(np.float32)
-    inter, _ = cv2.intersectConvexConvex(quad, rect)
-    union = cv2.contourArea(quad) + cv2.contourArea(rect) - inter
-    return float(inter / union) if inter > 0 and union > 0 else 0.0
+    inter = _area(_clip_to_rect(quad, plate_size))
+    union = _area(quad) + _area(_pixel_rect(plate_size)) - inter
+    return float(np.clip(inter / union, 0, 1)) if union > 0 else 0.0
 
 
 def implausibility(h: np.ndarray | None, clean_size: tuple[int, int], plate_size: tuple[int, int],

@@ -76,12 +76,13 @@ class SequenceAligner:
         """Where plate frame i falls on the clean-plate timeline (fractional frame number)."""
         return self.timing.offset + self.timing.scale * i
 
-    def candidates(self, i: int) -> list[int]:
-        """Clean-plate frame numbers searched for plate frame i: the window around its mapped position,
-        slid (not shrunk) where it would run off either end of the clip."""
-        n = min(2 * self.window + 1, self.clean_count)
+    def candidates(self, i: int, window: int | None = None) -> list[int]:
+        """Clean-plate frame numbers searched for plate frame i: the window (default `self.window`) around
+        its mapped position, slid (not shrunk) where it would run off either end of the clip."""
+        window = self.window if window is None else window
+        n = min(2 * window + 1, self.clean_count)
         centre = int(round(float(np.clip(self.clean_position(i), 0, self.clean_count - 1))))
-        start = int(np.clip(centre - self.window, 0, self.clean_count - n))
+        start = int(np.clip(centre - window, 0, self.clean_count - n))
         return list(range(start, start + n))
 
     # -- alignment --------------------------------------------------------------------------------------
@@ -92,8 +93,25 @@ class SequenceAligner:
         fall back to the last good fit and come back flagged."""
         if not 0 <= i < self.plate_count:
             raise HowardError(f"plate frame {i} is outside the plate clip (0..{self.plate_count - 1})")
-        plate_size = (np.shape(plate)[1], np.shape(plate)[0]) if np.ndim(plate) == 3 else None
         js = self.candidates(i)
+        result = self._align(i, plate, subject_mask, js)
+        if result.fallback in ("previous", "identity"):
+            # Nothing in the window could be fitted, not even by tracking from a guess: look further
+            # along the clean plate for the nearest frame that can.
+            wider = [j for j in self.candidates(i, 2 * self.window + 2) if j not in js]
+            if wider:
+                retry = self._align(i, plate, subject_mask, wider)
+                if retry.fallback is None:
+                    retry.fallback, retry.flagged = "wider_window", True
+                    retry.reason = f"nothing in the window fitted ({result.reason}); {retry.reason}"
+                    result = retry
+        if result.fallback in (None, "wider_window"):
+            self._last_good = (result.clean_index, result.homography)
+        self._qc.append(result.to_qc())
+        return result
+
+    def _align(self, i: int, plate: np.ndarray, subject_mask: np.ndarray | None, js: list[int]) -> AlignResult:
+        plate_size = (np.shape(plate)[1], np.shape(plate)[0]) if np.ndim(plate) == 3 else None
         cands = [self._prepared(j, plate_size) for j in js]
         prior = None
         if self._last_good is not None:
@@ -107,9 +125,6 @@ class SequenceAligner:
         result.clean_index = js[result.index]
         for c in result.candidates:
             c["clean_frame"] = js[c["candidate"]]
-        if result.fallback is None:
-            self._last_good = (result.clean_index, result.homography)
-        self._qc.append(result.to_qc())
         return result
 
     def _prepared(self, j: int, plate_size: tuple[int, int] | None) -> PreparedFrame:
@@ -136,84 +151,86 @@ class SequenceAligner:
 
     # -- timing estimate --------------------------------------------------------------------------------
 
-    def estimate_timing(self, get_plate: Callable[[int], np.ndarray], keys: int = 5,
-                        samples: int = 24) -> Timing:
+    def estimate_timing(self, get_plate: Callable[[int], np.ndarray], keys: int = 6,
+                        samples: int = 30) -> Timing:
         """Measure the timeline mapping from a few key plate frames and adopt it; returns it.
 
-        Each of `keys` plate frames, spread over the clip, is fitted to `samples` clean-plate frames spread
-        over the whole clean clip, then to ever closer frames around the best so far. A key's partner is
-        the clean frame whose fit overlaps the plate most (intersection over union of the two frames'
-        footprints: largest when the camera poses agree). A line through the partners, robust to a key
-        that went wrong, gives offset and scale. When the keys do not agree, or every clean frame overlaps
-        a key about equally (a locked-off clean plate), the mapping is left unchanged.
-        Reads about `samples + 8 * keys` clean-plate frames and `keys` plate frames.
+        Each of `keys` plate frames, spread over the plate clip, is fitted to `samples` clean-plate frames
+        spread over the clean clip; how well a pair's framings agree is the intersection over union of
+        their footprints under the fit (high when the camera poses agree). A hand-held move revisits
+        similar poses, so single pairs mislead: instead the line `clean = offset + scale * plate` is
+        chosen along which all the keys agree best at once, then searched again at single-frame
+        resolution around that line. When the default linear mapping does as well, or nothing varies
+        (a locked-off clean plate), the mapping is left as it was (`estimated` False, with a note).
+        Reads `keys` plate frames and about `samples + 2 * keys * clean_count / samples` clean frames.
         """
         step = max(1, int(np.ceil(self.clean_count / max(1, samples))))
-        key_frames = sorted({int(round(x)) for x in np.linspace(0, self.plate_count - 1, max(1, keys))})
-        sampled = {j: self.aligner.features(self.get_clean(j), f"clean-plate frame {j}")
-                   for j in range(0, self.clean_count, step)}
-        pairs, flat = [], 0
-        for i in key_frames:
-            plate = self.aligner.features(get_plate(i), f"plate frame {i}")
-            tried = {j: self._overlap(clean, plate) for j, clean in sampled.items()}
-            values = np.array(list(tried.values()))
-            if values.max() <= 0:
-                continue
-            if len(values) > 2 and values.min() > 0.9 * values.max():
-                flat += 1
-            # Narrow down around the best: a quarter of the step each round, down to single frames.
-            span = step
-            while span > 1:
-                best = max(tried, key=tried.get)
-                span = max(1, span // 4)
-                for j in range(best - 2 * span, best + 2 * span + 1, span):
-                    if 0 <= j < self.clean_count and j not in tried:
-                        clean = self.aligner.features(self.get_clean(j), f"clean-plate frame {j}")
-                        tried[j] = self._overlap(clean, plate)
-            pairs.append((i, max(tried, key=tried.get)))
+        key_frames = sorted({int(round(x)) for x in np.linspace(0, self.plate_count - 1, max(2, keys))})
+        clean_feats = {j: self.aligner.features(self.get_clean(j), f"clean-plate frame {j}")
+                       for j in range(0, self.clean_count, step)}
+        plates = {i: self.aligner.features(get_plate(i), f"plate frame {i}") for i in key_frames}
+        curves = {i: {j: self._overlap(c, plates[i]) for j, c in clean_feats.items()} for i in key_frames}
 
-        timing = _fit_line(pairs, tolerance=2.0)
-        if timing is None or flat > len(key_frames) // 2:
-            note = ("the clean plate overlaps every key frame about equally (locked off?)" if flat
-                    else "the key frames did not agree on a mapping")
-            self.timing = Timing(self.timing.offset, self.timing.scale, False, tuple(pairs),
-                                 f"kept the previous mapping: {note}")
-        else:
-            timing.keys = tuple(pairs)
-            self.timing = timing
+        def keep(note: str) -> Timing:
+            self.timing = Timing(self.timing.offset, self.timing.scale, False, (), f"kept the mapping: {note}")
+            return self.timing
+
+        if len(key_frames) < 2 or max(max(c.values()) for c in curves.values()) <= 0:
+            return keep("no key frame could be fitted to the clean plate")
+        spread = [max(c.values()) - min(c.values()) for c in curves.values()]
+        if np.median(spread) < 0.02:
+            return keep("the clean plate overlaps every key frame about equally (locked off?)")
+
+        first, last = key_frames[0], key_frames[-1]
+        ends = np.arange(0, self.clean_count - 0.5, max(0.5, step / 2))
+        line = _best_line(curves, first, last, ends, ends)
+        if step > 1:
+            # Every clean frame near the line, then the line again at half-frame resolution.
+            for i in key_frames:
+                centre = int(round(line[0] + line[1] * i))
+                for j in range(centre - step, centre + step + 1):
+                    if 0 <= j < self.clean_count and j not in curves[i]:
+                        curves[i][j] = self._overlap(self._clean_features(j, clean_feats), plates[i])
+            a, b = line[0] + line[1] * first, line[0] + line[1] * last
+            line = _best_line(curves, first, last, np.arange(a - step, a + step + 0.25, 0.5),
+                              np.arange(b - step, b + step + 0.25, 0.5))
+        offset, scale, agreement = line
+        default = _line_agreement(curves, self.timing.offset, self.timing.scale)
+        if agreement <= default + 0.005:
+            return keep(f"the current mapping agrees as well ({default:.3f} vs {agreement:.3f})")
+        self.timing = Timing(offset=offset, scale=scale, estimated=True,
+                             keys=tuple((i, int(round(offset + scale * i))) for i in key_frames),
+                             note=f"key frames agree at {agreement:.3f} (current mapping {default:.3f})")
         return self.timing
 
+    def _clean_features(self, j: int, known: dict[int, Features]) -> Features:
+        return known[j] if j in known else self.aligner.features(self.get_clean(j), f"clean-plate frame {j}")
 
     def _overlap(self, clean: Features, plate: Features) -> float:
         fit = self.aligner.coarse_fit(clean, plate)
         return geo.overlap(fit.h, clean.size, plate.size) if fit.failure is None else 0.0
 
 
-def _fit_line(pairs: list[tuple[int, int]], tolerance: float) -> Timing | None:
-    """Robust line j = offset + scale * i through (i, j) pairs: the pair-defined line with most support,
-    refitted by least squares on its supporters. Needs two supporters and a forward-running clean clip."""
-    if len(pairs) < 2:
-        return None
-    pts = np.array(pairs, float)
-    best = None
-    for a in range(len(pts)):
-        for b in range(a + 1, len(pts)):
-            (ia, ja), (ib, jb) = pts[a], pts[b]
-            if ia == ib:
-                continue
-            scale = (jb - ja) / (ib - ia)
-            if not 0.2 <= scale <= 5:
-                continue
-            resid = np.abs(pts[:, 1] - (ja + scale * (pts[:, 0] - ia)))
-            support = resid <= tolerance
-            key = (support.sum(), -resid[support].sum())
-            if best is None or key > best[0]:
-                best = (key, support)
-    if best is None or best[0][0] < 2:
-        return None
-    sel = pts[best[1]]
-    scale, offset = np.polyfit(sel[:, 0], sel[:, 1], 1)
-    return Timing(offset=float(offset), scale=float(scale), estimated=True)
+def _line_agreement(curves: dict[int, dict[int, float]], offset, scale) -> np.ndarray:
+    """Mean over keys of each key's overlap curve read (interpolated) where the line(s) put it."""
+    total = 0.0
+    for i, curve in curves.items():
+        js = np.array(sorted(curve))
+        total = total + np.interp(offset + scale * i, js, [curve[j] for j in js], left=0.0, right=0.0)
+    return total / len(curves)
+
+
+def _best_line(curves, first: int, last: int, at_first: np.ndarray,
+               at_last: np.ndarray) -> tuple[float, float, float]:
+    """The line through (first, a) and (last, b), a from `at_first`, b from `at_last`, along which the keys
+    agree best; (offset, scale, agreement). Only forward-running lines, scale 1/4..4."""
+    a, b = np.meshgrid(at_first, at_last, indexing="ij")
+    scale = (b - a) / max(last - first, 1)
+    offset = a - scale * first
+    score = _line_agreement(curves, offset, scale)
+    score = np.where((scale >= 0.25) & (scale <= 4), score, -1.0)
+    k = np.unravel_index(int(np.argmax(score)), score.shape)
+    return float(offset[k]), float(scale[k]), float(score[k])
 
 
 def _timing_qc(t: Timing) -> dict:
