@@ -3,7 +3,8 @@
 from .backbones import BACKBONES
 from .checkpoint import build_model, detect_architecture, load_model, save_checkpoint
 from .engine import PRESETS, Matter, MatteResult, fold_batchnorm
+from .export import export_torchscript
 from .network import MattingBase, MattingRefine
 
 __all__ = ["BACKBONES", "PRESETS", "MatteResult", "Matter", "MattingBase", "MattingRefine", "build_model",
-           "detect_architecture", "fold_batchnorm", "load_model", "save_checkpoint"]
+           "detect_architecture", "export_torchscript", "fold_batchnorm", "load_model", "save_checkpoint"]

@@ -39,8 +39,10 @@ REFINE_OPTIONS = ("backbone_scale", "refine_mode", "refine_sample_pixels", "refi
 _TORCHSCRIPT_ATTRS = ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold")
 
 
-def detect_architecture(state_dict: dict) -> tuple[str, str]:
-    """(backbone, kind) from the checkpoint's key names; HowardError if they fit no known model."""
+def detect_architecture(state_dict: dict, where: str = "checkpoint") -> tuple[str, str]:
+    """(backbone, kind) from the checkpoint's key names; HowardError if they fit no known model.
+
+    `where` names the file in error messages."""
     keys = set(state_dict)
     kind = "refine" if any(k.startswith("refiner.") for k in keys) else "base"
     if "backbone.features.0.0.weight" in keys:
@@ -52,10 +54,10 @@ def detect_architecture(state_dict: dict) -> tuple[str, str]:
             return "resnet50", kind
         if depth == 23:
             return "resnet101", kind
-        raise HowardError(f"checkpoint has a ResNet backbone with {depth} blocks in layer3; expected 6 "
+        raise HowardError(f"{where} has a ResNet backbone with {depth} blocks in layer3; expected 6 "
                           f"(resnet50) or 23 (resnet101)")
     sample = ", ".join(sorted(keys)[:3]) or "no keys at all"
-    raise HowardError(f"checkpoint keys do not look like a BGMv2 model (found {sample}, ...); expected "
+    raise HowardError(f"{where}: keys do not look like a BGMv2 model (found {sample}, ...); expected "
                       f"'backbone.features.*' (mobilenetv2) or 'backbone.conv1.*' (resnet50/101)")
 
 
@@ -134,15 +136,26 @@ def _read_file(path: Path) -> tuple[dict, dict, str]:
             raise HowardError(f"{path}: TorchScript archive could not be read ({_first_line(exc)}); the file is "
                               f"damaged or from an incompatible exporter") from None
         defaults = {}
+        # The official archives expose the settings on the top module; a scripted Howard or
+        # reference model keeps them on its refiner (as mode, sample_pixels, threshold).
+        refiner = getattr(module, "refiner", None)
         for name in _TORCHSCRIPT_ATTRS:
+            short = name.replace("refine_", "")
             if hasattr(module, name):
                 defaults[name] = getattr(module, name)
+            elif name != "backbone_scale" and refiner is not None and hasattr(refiner, short):
+                defaults[name] = getattr(refiner, short)
         return dict(module.state_dict()), defaults, "torchscript"
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise HowardError(f"{path}: refused to load ({_first_line(exc)}); checkpoints may only hold tensors and "
-                          f"plain containers (loaded with weights_only=True)") from None
+        # weights_only names the offending global when the file is a real pickle with Python objects.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found:
+            raise HowardError(f"{path}: refused to load: it contains Python object {found.group(1)}; "
+                              f"checkpoints may only hold tensors and plain containers") from None
+        raise HowardError(f"{path}: not a readable PyTorch checkpoint (not a valid pickle); the file is "
+                          f"truncated or not a checkpoint") from None
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/EOFError/... for damaged files
         raise HowardError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)}); the file is truncated "
                           f"or not a checkpoint") from None
@@ -190,7 +203,7 @@ def load_model(path: str | os.PathLike | None = None, **overrides) -> torch.nn.M
         raise HowardError(f"checkpoint {path} is empty (0 bytes); download or copy it again")
     state_dict, defaults, fmt = _read_file(path)
     meta = defaults.pop("meta", {})
-    backbone, kind = detect_architecture(state_dict)
+    backbone, kind = detect_architecture(state_dict, str(path))
     options = {**defaults, **overrides} if kind == "refine" else dict(overrides)
     model = build_model(backbone, kind, **options)
     model.load_state_dict(_check_state_dict(model, state_dict, path, backbone, kind), strict=False)

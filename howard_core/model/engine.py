@@ -176,10 +176,11 @@ def gather_windows(x_cl: torch.Tensor, b, top, left, size) -> torch.Tensor:
     if not x_cl.is_contiguous(memory_format=torch.channels_last):
         x_cl = x_cl.contiguous(memory_format=torch.channels_last)
     n = b.shape[0]
-    out = torch.empty((n, rows_n, cols_n, C), dtype=x_cl.dtype, device=x_cl.device)
     flat = x_cl.permute(0, 2, 3, 1).reshape(-1)
-    inner = ((left >= 0) & (left + cols_n <= W)).nonzero().squeeze(1)
-    outer = ((left < 0) | (left + cols_n > W)).nonzero().squeeze(1)
+    crosses = (left < 0) | (left + cols_n > W)
+    inner = (~crosses).nonzero().squeeze(1)
+    outer = crosses.nonzero().squeeze(1)
+    rows = None
     if inner.numel():
         r = top[inner, None] + torch.arange(rows_n, device=top.device)
         starts = (b[inner, None] * H + r.clamp(0, H - 1)) * W + left[inner, None]
@@ -187,12 +188,15 @@ def gather_windows(x_cl: torch.Tensor, b, top, left, size) -> torch.Tensor:
         # it in place (index_select would first copy the whole overlapping view).
         segments = torch.as_strided(flat, (flat.numel() // C - cols_n + 1, cols_n * C), (C, 1))
         rows = segments[starts.reshape(-1)].reshape(-1, rows_n, cols_n, C)
-        row_inside = (r >= 0) & (r < H)
-        if not bool(row_inside.all()):
-            rows = rows * row_inside[:, :, None, None].to(rows.dtype)
+        off = ((r < 0) | (r >= H)).any(dim=1).nonzero().squeeze(1)  # windows crossing top/bottom
+        if off.numel():
+            rows[off] = rows[off] * ((r[off] >= 0) & (r[off] < H)).to(rows.dtype)[:, :, None, None]
+        if not outer.numel():
+            return rows
+    out = torch.empty((n, rows_n, cols_n, C), dtype=x_cl.dtype, device=x_cl.device)
+    if rows is not None:
         out.index_copy_(0, inner, rows)
-    if outer.numel():
-        out.index_copy_(0, outer, _gather_pixels(x_cl, b[outer], top[outer], left[outer], rows_n, cols_n))
+    out.index_copy_(0, outer, _gather_pixels(x_cl, b[outer], top[outer], left[outer], rows_n, cols_n))
     return out
 
 
@@ -363,17 +367,29 @@ class Matter:
         ref = ref_sm.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
         return pha, fgr, err, ref
 
-    def _stage1_convs(self, regions: torch.Tensor) -> torch.Tensor:
-        """conv1+ReLU, conv2+ReLU on (N, h, w, 42) -> (N, h-4, w-4, 16) (3x3 kernels; same size for 1x1)."""
+    def _split_conv(self, conv: nn.Conv2d, parts, inputs) -> torch.Tensor:
+        """conv(cat(inputs, channels)) as a sum of convs over each input with its slice of the
+        weights: the same arithmetic without materialising the concatenation, which for stacks
+        of small channels-last windows costs more than the convolutions themselves.
+        `inputs` are (N, h, w, C_i) channels-last stacks."""
+        out = None
+        for (lo, hi), x in zip(parts, inputs, strict=True):
+            y = F.conv2d(x.to(self.dtype).permute(0, 3, 1, 2), conv.weight[:, lo:hi])
+            out = y if out is None else out.add_(y)
+        return out.add_(conv.bias.reshape(1, -1, 1, 1))
+
+    def _stage1_convs(self, regions) -> torch.Tensor:
+        """conv1+ReLU, conv2+ReLU on [(N, h, w, 36), (N, h, w, 3), (N, h, w, 3)] (coarse, src,
+        bgr at half resolution) -> (N, h-4, w-4, 16) for 3x3 kernels (same size for 1x1)."""
         r = self.net_lp.refiner
-        t = torch.relu_(r.conv1(regions.to(self.dtype).permute(0, 3, 1, 2)))
+        t = torch.relu_(self._split_conv(r.conv1, ((0, 36), (36, 39), (39, 42)), regions))
         return torch.relu_(r.conv2(t)).permute(0, 2, 3, 1)
 
     def _stage1_windows(self, sources, b, y, x, win, p, half):
         """Per patch: resize the sources to half resolution, crop each patch's window, convolve."""
         size = win + 2 * p - 2 if p else win
         resized = [F.interpolate(t, size=half, mode="bilinear", align_corners=False) for t in sources]
-        return self._stage1_convs(torch.cat([gather_windows(t, b, 2 * y - p, 2 * x - p, size) for t in resized], 3))
+        return self._stage1_convs([gather_windows(t, b, 2 * y - p, 2 * x - p, size) for t in resized])
 
     def _stage1_tiles(self, sources, b, y, x, win, p, half):
         """conv1/conv2 outputs depend only on position, and the windows of neighbouring patches
@@ -392,7 +408,7 @@ class Matter:
             return None
         tb, t_r, t_c = keys // (nty * ntx), (keys // ntx) % nty, keys % ntx
         top, left = t_r * S - p, t_c * S - p
-        tiles = self._stage1_convs(torch.cat([resample_regions(t, tb, top, left, half, S + halo) for t in sources], 3))
+        tiles = self._stage1_convs([resample_regions(t, tb, top, left, half, S + halo) for t in sources])
         conv2_map = torch.empty((B, nty * S, ntx * S, tiles.shape[3]), dtype=tiles.dtype, device=tiles.device)
         conv2_map.view(B, nty, S, ntx, S, -1).permute(0, 1, 3, 2, 4, 5)[tb, t_r, t_c] = tiles
         return gather_windows(conv2_map.permute(0, 3, 1, 2), b, 2 * y, 2 * x, win)
@@ -424,9 +440,9 @@ class Matter:
         # Stage 2, per patch at full resolution: nearest 2x of its conv2 block (as the reference's
         # resize), beside the full-resolution src/bgr window, through conv3 and conv4.
         mid = mid.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
-        full = [gather_windows(t, b, 4 * y - q, 4 * x - q, 2 * win).to(self.dtype) for t in (src, bgr)]
-        z = torch.cat([mid, *full], dim=3).permute(0, 3, 1, 2)
-        patches = r.conv4(torch.relu_(r.conv3(z))).float()  # (N, 4, 4, 4): alpha + foreground residual
+        full = [gather_windows(t, b, 4 * y - q, 4 * x - q, 2 * win) for t in (src, bgr)]
+        z = torch.relu_(self._split_conv(r.conv3, ((0, 16), (16, 19), (19, 22)), [mid, *full]))
+        patches = r.conv4(z).float()  # (N, 4, 4, 4): alpha + foreground residual
         for target, channels in ((pha, slice(0, 1)), (fgr_res, slice(1, 4))):
             c = target.shape[1]
             blocks = target.view(B, c, hq, 4, wq, 4).permute(0, 2, 4, 1, 3, 5)

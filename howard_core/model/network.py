@@ -244,7 +244,7 @@ class MattingRefine(MattingBase):
 
     def forward(self, src: torch.Tensor, bgr: torch.Tensor):
         if src.shape[2] % 4 != 0 or src.shape[3] % 4 != 0:
-            raise ValueError(f"MattingRefine needs H and W multiples of 4, got {tuple(src.shape[2:])}")
+            raise ValueError("MattingRefine needs H and W to be multiples of 4")
         src_sm = F.interpolate(src, scale_factor=self.backbone_scale, mode="bilinear", align_corners=False,
                                recompute_scale_factor=True)
         bgr_sm = F.interpolate(bgr, scale_factor=self.backbone_scale, mode="bilinear", align_corners=False,

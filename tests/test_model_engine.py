@@ -1,0 +1,123 @@
+"""Matter (folded, channels-last, tiled refiner) computes what the reference network computes."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import deterministic_state_dict, reference_path
+
+from howard_core.errors import HowardError
+from howard_core.model import Matter, MattingBase, MattingRefine, fold_batchnorm
+from howard_core.model.engine import cpu_supports_bf16
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    return torch.load(reference_path("vectors_mobilenetv2.pt"), weights_only=True)
+
+
+def _refine(config, backbone="mobilenetv2"):
+    net = MattingRefine(backbone, **config)
+    net.load_state_dict(deterministic_state_dict(backbone))
+    return net.eval()
+
+
+@pytest.mark.parametrize("stage1", ["tiles", "windows"])
+def test_matter_matches_reference_vectors(vectors, stage1):
+    for case in vectors["cases"]:
+        config = dict(case["config"])
+        if config.get("model") == "base":
+            continue
+        matter = Matter(_refine(config), device="cpu", precision="fp32")
+        matter.stage1 = stage1
+        out = matter(vectors["src"].clone(), vectors["bgr"].clone())
+        want = case["outputs"]
+        assert (out.alpha - want["pha"]).abs().max() <= 1e-4, config
+        assert (out.foreground - want["fgr"]).abs().max() <= 1e-4, config
+        # The refinement map is the selection expanded to its 4x4 patches.
+        assert torch.equal(out.refinement[:, :, ::4, ::4], want["ref_sm"]), config
+        assert out.refinement.sum() == 16 * want["ref_sm"].sum()
+
+
+def test_matter_base_model_matches_reference(vectors):
+    case = next(c for c in vectors["cases"] if c["config"].get("model") == "base")
+    net = MattingBase("mobilenetv2")
+    net.load_state_dict(deterministic_state_dict("mobilenetv2", base=True))
+    out = Matter(net.eval(), device="cpu")(vectors["src"], vectors["bgr"])
+    assert (out.alpha - case["outputs"]["pha"]).abs().max() <= 1e-4
+    assert (out.error - case["outputs"]["err"]).abs().max() <= 1e-4
+    assert out.refinement.sum() == 0
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3])
+@pytest.mark.parametrize("stage1", ["tiles", "windows"])
+def test_any_size_and_kernel_matches_padded_reference(kernel_size, stage1):
+    torch.manual_seed(3)
+    net = MattingRefine("mobilenetv2", refine_kernel_size=kernel_size, refine_sample_pixels=8000).eval()
+    src, bgr = torch.rand(2, 3, 101, 150), torch.rand(2, 3, 101, 150)
+    with torch.no_grad():  # the reference needs multiples of 4: pad by edge replication as Matter does
+        ref = net(F.pad(src, (0, 2, 0, 3), mode="replicate"), F.pad(bgr, (0, 2, 0, 3), mode="replicate"))
+    matter = Matter(net, device="cpu")
+    matter.stage1 = stage1
+    out = matter(src, bgr)
+    assert out.alpha.shape == (2, 1, 101, 150) and out.foreground.shape == (2, 3, 101, 150)
+    assert ref[5].sum() > 0, "the case must actually refine patches"
+    assert (out.alpha - ref[0][..., :101, :150]).abs().max() <= 1e-4
+    assert (out.foreground - ref[1][..., :101, :150]).abs().max() <= 1e-4
+
+
+def test_per_call_settings_change_the_refinement():
+    torch.manual_seed(0)
+    matter = Matter(MattingRefine("mobilenetv2").eval(), device="cpu")
+    src, bgr = torch.rand(1, 3, 96, 128), torch.rand(1, 3, 96, 128)
+    few = matter(src, bgr, refine_sample_pixels=16 * 10).refinement.sum() / 16
+    many = matter(src, bgr, refine_sample_pixels=16 * 200).refinement.sum() / 16
+    assert few == 10 and many == 200
+    full = matter(src, bgr, refine_mode="full")
+    assert full.refinement.min() == 1
+    with pytest.raises(HowardError, match="refine mode"):
+        matter(src, bgr, refine_mode="everything")
+
+
+def test_presets_apply_published_settings():
+    net = MattingRefine("mobilenetv2").eval()
+    assert Matter(net, device="cpu", preset="4k").settings["backbone_scale"] == 0.125
+    assert Matter(net, device="cpu", preset="hd").settings["refine_sample_pixels"] == 80_000
+    with pytest.raises(HowardError, match="preset"):
+        Matter(net, device="cpu", preset="8k")
+
+
+def test_fold_batchnorm_preserves_outputs():
+    torch.manual_seed(1)
+    net = _refine({"refine_mode": "full"})
+    folded = fold_batchnorm(copy.deepcopy(net))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x, y = torch.rand(1, 3, 64, 96), torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert (net(x, y)[0] - folded(x, y)[0]).abs().max() <= 1e-5
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no bf16 support")
+def test_bf16_stays_close_to_fp32(vectors):
+    config = {"backbone_scale": 0.25, "refine_mode": "thresholding", "refine_threshold": 0.1}
+    fp32 = Matter(_refine(config), device="cpu", precision="fp32")(vectors["src"], vectors["bgr"])
+    bf16 = Matter(_refine(config), device="cpu", precision="bf16")(vectors["src"], vectors["bgr"])
+    assert bf16.alpha.dtype == torch.float32
+    assert (bf16.alpha - fp32.alpha).abs().mean() < 0.02
+    assert (bf16.foreground - fp32.foreground).abs().mean() < 0.02
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"precision": "fp8"}, "unknown precision"),
+    ({"precision": "fp16", "device": "cpu"}, "needs a CUDA device"),
+])
+def test_bad_engine_options(kwargs, message):
+    with pytest.raises(HowardError, match=message):
+        Matter(MattingRefine("mobilenetv2").eval(), **{"device": "cpu", **kwargs})
+
+
+def test_mismatched_inputs_are_rejected():
+    matter = Matter(MattingRefine("mobilenetv2").eval(), device="cpu")
+    with pytest.raises(HowardError, match="same shape"):
+        matter(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 60))
