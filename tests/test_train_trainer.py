@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from howard_core.errors import HowardError
-from howard_core.train.checkpoint import read_training_checkpoint, save_howard_checkpoint
+from howard_core.model.checkpoint import save_checkpoint
+from howard_core.train.checkpoint import read_training_checkpoint
 from howard_core.train.evaluate import evaluate
 from howard_core.train.evaluate import main as eval_main
 from howard_core.train.plot import render_loss_plot
@@ -98,7 +99,7 @@ def test_user_fixable_configuration_errors(tmp_path):
         train(replace(TINY, batch_size=1, out=str(tmp_path)))
     from howard_core.model import MattingBase
 
-    weights_only = save_howard_checkpoint(tmp_path / "w.pt", MattingBase("mobilenetv2"), "base", "mobilenetv2", {})
+    weights_only = save_checkpoint(tmp_path / "w.pt", MattingBase("mobilenetv2"))
     with pytest.raises(HowardError, match=r"w\.pt: holds weights only.*--init"):
         train(replace(TINY, resume=str(weights_only), out=str(tmp_path)))
     with pytest.raises(HowardError, match="no such checkpoint"):
@@ -110,7 +111,7 @@ def test_half_precision_checkpoint_loads_back(tmp_path):
 
     torch.manual_seed(0)
     model = MattingBase("mobilenetv2")
-    path = save_howard_checkpoint(tmp_path / "m.pt", model, "base", "mobilenetv2", {"note": "x"}, half=True)
+    path = save_checkpoint(tmp_path / "m.pt", model, {"note": "x"}, half=True)
     raw = torch.load(path, weights_only=True)
     assert raw["state_dict"]["decoder.conv4.weight"].dtype == torch.float16
     assert raw["meta"] == {"note": "x"}

@@ -15,10 +15,10 @@ provenance (what trained it, on what, for how long) and may hold a model card.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -238,21 +238,24 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, meta: dict | None = None,
-                    half: bool = False) -> Path:
-    """Write `model` in Howard's format, atomically. `half=True` stores floats as fp16 (bundled weights)."""
+                    half: bool = False, train_state: dict | None = None) -> Path:
+    """Write `model` in Howard's format, atomically; returns the path.
+
+    The kind and backbone are read off the model's keys. `half=True` stores
+    floats as fp16 (the bundled weights). `train_state` adds the "train" section
+    the trainer resumes from; loaders of the plain format ignore it.
+    """
+    from howard_core.io.atomic import atomic_write
+
     backbone, kind = detect_architecture(model.state_dict())
     sd = {k: (v.detach().to("cpu", torch.float16 if half and v.is_floating_point() else v.dtype)).clone()
           for k, v in model.state_dict().items()}
+    # A JSON round trip keeps meta to plain types, which weights_only loading requires
+    # (torch.__version__, for one, is a str subclass it refuses).
     payload = {"format": HOWARD_FORMAT, "version": HOWARD_VERSION, "kind": kind, "backbone": backbone,
-               "state_dict": sd, "meta": dict(meta or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+               "state_dict": sd, "meta": json.loads(json.dumps(meta or {}, default=str))}
+    if train_state is not None:
+        payload["train"] = train_state
+    with atomic_write(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from howard_core.errors import HowardError
+from howard_core.io.atomic import write_bytes_atomic, write_text_atomic
 
 from .baseline import difference_key
-from .checkpoint import atomic_write
 from .data import SyntheticComposites
 from .metrics import matting_errors
 
@@ -86,12 +86,7 @@ def write_side_by_side(path, *args) -> Path:
     ok, buf = cv2.imencode(".png", side_by_side(*args))
     if not ok:
         raise RuntimeError("PNG encoding failed")
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(buf.tobytes())
-
-    return atomic_write(path, write)
+    return write_bytes_atomic(path, buf.tobytes())
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -167,11 +162,7 @@ def main(argv=None) -> int:
     report = evaluate(model, n=args.n, size=args.size, seed=args.seed, device=args.device, images=args.images)
     text = json.dumps(report, indent=2)
     if args.out:
-        def write(tmp):
-            with open(tmp, "w") as f:
-                f.write(text + "\n")
-
-        atomic_write(args.out, write)
+        write_text_atomic(args.out, text + "\n")
     print(text)
     return 0
 

@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from .checkpoint import atomic_write
+from howard_core.io.atomic import write_bytes_atomic
 
 # BGR colours that stay distinguishable on white.
 _COLOURS = [(40, 40, 40), (200, 90, 30), (40, 150, 40), (40, 40, 210), (170, 60, 170), (30, 160, 200),
@@ -99,9 +99,4 @@ def write_loss_plot(path, history: list[dict], title: str) -> None:
     ok, buf = cv2.imencode(".png", render_loss_plot(history, title))
     if not ok:
         raise RuntimeError("PNG encoding failed")
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(buf.tobytes())
-
-    atomic_write(path, write)
+    write_bytes_atomic(path, buf.tobytes())

@@ -39,8 +39,10 @@ from torch.utils.data import DataLoader
 
 import howard_core
 from howard_core.errors import HowardError
+from howard_core.io.atomic import write_text_atomic
+from howard_core.model.checkpoint import save_checkpoint
 
-from .checkpoint import atomic_write, read_training_checkpoint, save_howard_checkpoint
+from .checkpoint import read_training_checkpoint
 from .data import FolderDataset, SyntheticComposites
 from .losses import base_loss, refine_loss
 from .plot import write_loss_plot
@@ -193,11 +195,7 @@ def _write_csv(path: Path, history: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(history)
 
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            f.write(buf.getvalue())
-
-    atomic_write(path, write)
+    write_text_atomic(path, buf.getvalue())
 
 
 def train(config: TrainConfig, log=print) -> Path:
@@ -285,7 +283,7 @@ def train(config: TrainConfig, log=print) -> Path:
         state = {"step": step, "optimizer": optimizer.state_dict(),
                  "scaler": scaler.state_dict() if use_amp else None, "rng": _rng_state(device),
                  "history": history, "config": _config_dict(cfg)}
-        save_howard_checkpoint(last_path, model, cfg.stage, backbone, meta(), train_state=state)
+        save_checkpoint(last_path, model, meta(), train_state=state)
         write_loss_plot(plot_path, history, f"Howard training: {cfg.stage} stage, {backbone}, {h}x{w}")
         _write_csv(csv_path, history)
 
@@ -336,7 +334,7 @@ def train(config: TrainConfig, log=print) -> Path:
         raise
 
     save_last()
-    save_howard_checkpoint(final_path, model, cfg.stage, backbone, meta())
+    save_checkpoint(final_path, model, meta())
     log(f"done: {final_path} ({step} steps); curves in {plot_path}")
     return final_path
 
