@@ -123,7 +123,7 @@ def test_chooses_a_covering_candidate_and_records_why(shot, aligner):
     assert result.index in (1, 2)
     qc = result.to_qc()
     assert qc["candidates"][0]["coverage"] < 0.6
-    assert "lowest score" in qc["reason"]
+    assert "lowest coarse score" in qc["reason"] and "runner-up" in qc["reason"]
     json.dumps(qc)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 _CLIP_LO, _CLIP_HI = 0.01, 0.98
 _MIN_PIXELS = 64
 # A global gain and bias are pinned down by a few thousand pixels; more only costs time.
-_FIT_PIXELS = 5000
+_FIT_PIXELS = 3000
 
 
 def fit_exposure(clean: np.ndarray, plate: np.ndarray, mask: np.ndarray,
@@ -25,9 +25,10 @@ def fit_exposure(clean: np.ndarray, plate: np.ndarray, mask: np.ndarray,
     """Per-channel gain and bias (two float64 arrays of C) so that `gain * clean + bias ~= plate`.
 
     clean, plate: h x w x C float32, the same pixels of the two takes (clean already warped into place).
-    mask: h x w bool, where both show background. The fit is least squares with the worst residuals
-    dropped and refitted a few times, so what the mask misses (subject edges, moving leaves) does not
-    drag it. A channel with too little contrast to fit a gain gets gain 1 and a bias only.
+    mask: h x w bool, where both show background. The fit is least squares, refitted `iterations` times
+    without the pixels whose residual (in any channel) exceeds 2.5 robust sigmas, so what the mask misses
+    (subject edges, moving leaves) does not drag it. A channel with too little contrast to fit a gain
+    gets gain 1 and a bias only. Pixels clipped in either take are left out: they break the model.
     """
     channels = clean.shape[2]
     gain, bias = np.ones(channels), np.zeros(channels)
@@ -36,28 +37,25 @@ def fit_exposure(clean: np.ndarray, plate: np.ndarray, mask: np.ndarray,
     # Channels x pixels, so that every reduction runs along contiguous memory.
     x = clean.reshape(-1, channels)[idx].T.astype(np.float64)
     y = plate.reshape(-1, channels)[idx].T.astype(np.float64)
-    usable = (x > _CLIP_LO) & (x < _CLIP_HI) & (y > _CLIP_LO) & (y < _CLIP_HI)
-    w = usable.astype(np.float64)
-    if len(idx) == 0 or w.sum(1).min() < _MIN_PIXELS:
-        return gain, bias
+    usable = np.all((x > _CLIP_LO) & (x < _CLIP_HI) & (y > _CLIP_LO) & (y < _CLIP_HI), axis=0)
+    x, y = x[:, usable], y[:, usable]
     for k in range(iterations + 1):
-        n = w.sum(1, keepdims=True)
-        mx, my = (w * x).sum(1, keepdims=True) / n, (w * y).sum(1, keepdims=True) / n
+        if x.shape[1] < _MIN_PIXELS:
+            break
+        mx, my = x.mean(1, keepdims=True), y.mean(1, keepdims=True)
         dx = x - mx
-        var = (w * dx * dx).sum(1, keepdims=True) / n
-        cov = (w * dx * (y - my)).sum(1, keepdims=True) / n
+        var = (dx * dx).mean(1, keepdims=True)
+        cov = (dx * (y - my)).mean(1, keepdims=True)
         gain = np.where(var < 1e-6, 1.0, np.clip(cov / np.maximum(var, 1e-12), 0.25, 4.0))
         bias = my - gain * mx
-        if k == iterations:
-            break
-        # Keep residuals within 2.5 robust sigmas (1.4826 x median absolute residual): always at least
-        # half of the usable pixels.
-        r = np.abs(y - (gain * x + bias))
-        cut = np.array([[max(2.5 * 1.4826 * np.median(r[c, usable[c]]), 1e-6)] for c in range(channels)])
-        w = (usable & (r <= cut)).astype(np.float64)
-        if w.sum(1).min() < _MIN_PIXELS:
-            break
-    return gain.ravel(), bias.ravel()
+        if k < iterations:
+            # Residuals in units of each channel's robust sigma (1.4826 x median absolute residual); a
+            # pixel goes if any channel is beyond 2.5 sigmas.
+            r = np.abs(y - (gain * x + bias))
+            r /= np.maximum(1.4826 * np.median(r, axis=1, keepdims=True), 1e-6)
+            keep = r.max(axis=0) <= 2.5
+            x, y = x[:, keep], y[:, keep]
+    return np.ravel(gain).astype(np.float64), np.ravel(bias).astype(np.float64)
 
 
 def apply_exposure(img: np.ndarray, gain: np.ndarray, bias: np.ndarray) -> np.ndarray:
