@@ -67,8 +67,7 @@ class PreparedFrame:
     image:       the frame, H x W x 3 float32 sRGB 0..1.
     features:    its `Features`.
     small:       h x w x 3 float32 copy for photometric scoring, `to_small` maps frame px -> its px.
-    gray:        luma for the sub-pixel refinement: H x W float32 for a plate; for a clean plate uint8,
-                 resampled to `lk_size` (the plates' size), `to_lk` mapping frame px -> its px.
+    gray:        H x W luma for the sub-pixel refinement: float32 for a plate, uint8 for a clean plate.
     """
 
     label: str
@@ -77,8 +76,6 @@ class PreparedFrame:
     small: np.ndarray
     to_small: np.ndarray
     gray: np.ndarray
-    to_lk: np.ndarray
-    lk_size: tuple[int, int]
 
     @property
     def size(self) -> tuple[int, int]:
@@ -257,14 +254,12 @@ class Aligner:
 
     # -- preparation ------------------------------------------------------------------------------------
 
-    def prepare(self, image: np.ndarray, label: str = "clean-plate frame",
-                plate_size: tuple[int, int] | None = None, subject: np.ndarray | None = None,
+    def prepare(self, image: np.ndarray, label: str = "clean-plate frame", subject: np.ndarray | None = None,
                 for_plate: bool = False) -> PreparedFrame:
-        """Features and downscaled copies of one frame (H x W x 3 float RGB 0..1).
+        """Features and downscaled copies of one frame (H x W x 3 float RGB 0..1), for `align`.
 
-        `plate_size` (width, height) is the size of the plates this clean-plate frame will be aligned to
-        (default: its own); `subject` (H x W bool, True = subject) keeps features off the subject.
-        Raises HowardError naming `label` if the array is not a usable frame.
+        `subject` (H x W bool, True = subject) keeps features off the subject. Raises HowardError
+        naming `label` if the array is not a usable frame.
         """
         image = _as_frame(image, label)
         size = (image.shape[1], image.shape[0])
@@ -274,17 +269,11 @@ class Aligner:
             raise HowardError(f"{label} contains NaN or infinite pixels; fix or clamp the source frame")
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         features = self._describe(gray, subject)
-        if for_plate:
-            lk_size, to_lk, lk_gray = size, np.eye(3), gray
-        else:
-            lk_size = size if plate_size is None else tuple(plate_size)
-            to_lk = geo.resize_matrix(size, lk_size)
-            src = gray if lk_size == size else cv2.resize(gray, lk_size, interpolation=cv2.INTER_AREA
-                                                          if lk_size[0] < size[0] else cv2.INTER_CUBIC)
-            lk_gray = cv2.convertScaleAbs(src, alpha=255)
+        # A plate's luma is rescaled to each candidate's exposure before tracking; a clean plate's is
+        # tracked as it is, so it is stored as the 8 bits Lucas-Kanade wants.
         return PreparedFrame(label=label, image=image, features=features, small=small,
-                             to_small=geo.resize_matrix(size, small_size), gray=lk_gray, to_lk=to_lk,
-                             lk_size=lk_size)
+                             to_small=geo.resize_matrix(size, small_size),
+                             gray=gray if for_plate else cv2.convertScaleAbs(gray, alpha=255))
 
     def features(self, image: np.ndarray, label: str = "frame") -> Features:
         """Just the `Features` of a frame (H x W x 3 float RGB 0..1): cheap to keep many of."""
@@ -327,8 +316,7 @@ class Aligner:
         plate_size = (plate_img.shape[1], plate_img.shape[0])
         given_subject = self._subject_from_mask(subject_mask, plate_size, plate_label)
         pf = self.prepare(plate_img, plate_label, subject=given_subject, for_plate=True)
-        cands = [c if isinstance(c, PreparedFrame) and c.lk_size == plate_size
-                 else self.prepare(c.image if isinstance(c, PreparedFrame) else c, labels[k], plate_size)
+        cands = [c if isinstance(c, PreparedFrame) else self.prepare(c, labels[k])
                  for k, c in enumerate(candidates)]
         small_size = (pf.small.shape[1], pf.small.shape[0])
         subject_small = None
@@ -492,11 +480,14 @@ class Aligner:
         return geo.project(np.linalg.inv(plate.features.to_feature), pts.reshape(-1, 2)).astype(np.float32)
 
     def _refine(self, clean: PreparedFrame, plate: PreparedFrame, coarse: Fit, corners: np.ndarray,
-                levels: int = 1) -> Fit | None:
+                levels: int = 1, passes: int = 2) -> Fit | None:
         """Sub-pixel refit of `coarse` from Lucas-Kanade tracks at full resolution; None if it cannot.
 
-        `levels` pyramid levels above full resolution: 1 reaches a few pixels, enough after a feature fit
-        (about a pixel off); more for starting points further away.
+        corners: N x 2 float32 background corners of the plate (plate px) to track.
+        levels:  pyramid levels above full resolution for the first pass: 1 reaches a few pixels, enough
+                 after a feature fit (about a pixel off); more for starting points further away.
+        passes:  track-and-refit rounds; the second removes most of what the first left (about a
+                 quarter of the error), later ones add nothing measurable.
         """
         if len(corners) < self.min_inliers:
             return None
@@ -504,36 +495,41 @@ class Aligner:
         g = float(np.mean(coarse.score.gain))
         b = float(np.mean(coarse.score.bias))
         plate_u8 = cv2.convertScaleAbs(plate.gray, alpha=255 / g, beta=-255 * b / g)
-        h_lk = coarse.h @ np.linalg.inv(clean.to_lk)  # clean LK px -> plate px
-        pred = geo.project(np.linalg.inv(h_lk), corners).astype(np.float32)
-        w, h = clean.lk_size
-        margin = _LK_WINDOW[0] // 2 + 2
-        inside = (pred[:, 0] >= margin) & (pred[:, 0] < w - margin) & (pred[:, 1] >= margin) & \
-                 (pred[:, 1] < h - margin)
-        src, pred = corners[inside], pred[inside]
-        if len(src) < self.min_inliers:
-            return None
-        tracked, status, _ = cv2.calcOpticalFlowPyrLK(
-            plate_u8, clean.gray, src, pred.copy(), winSize=_LK_WINDOW, maxLevel=levels,
-            criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.003),
-            flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-        good = status.ravel() == 1
-        src, tracked = src[good], tracked[good]
-        if len(src) < self.min_inliers:
-            return None
-        h_fit, inl = cv2.findHomography(tracked, src, cv2.USAC_MAGSAC, 1.0, maxIters=2000, confidence=0.999)
-        if h_fit is None or inl is None or inl.sum() < self.min_inliers:
-            return None
-        keep = inl.ravel().astype(bool)
-        # A plain least-squares (Levenberg-Marquardt) polish on the inliers: MAGSAC's weighting is tuned
-        # for outlier rejection, the tracks' errors are small and Gaussian-like.
-        h_ls, _ = cv2.findHomography(tracked[keep], src[keep], 0)
-        if h_ls is not None and np.all(np.isfinite(h_ls)):
-            h_fit = h_ls
-        h_full = h_fit @ clean.to_lk
-        h_full = h_full / h_full[2, 2]
-        fit = Fit(h=h_full, matches=coarse.matches, inliers=coarse.inliers, refined_points=int(keep.sum()),
-                   refined=True)
+        x = np.clip(np.round(corners[:, 0]).astype(int), 0, plate.size[0] - 1)
+        y = np.clip(np.round(corners[:, 1]).astype(int), 0, plate.size[1] - 1)
+        h_full, used = coarse.h, 0
+        for p in range(passes):
+            # Track against the candidate warped into the plate by the current fit, not the candidate as
+            # it is: what remains is a small, locally translational displacement, which is what
+            # Lucas-Kanade measures without bias (a zoom, roll or resolution change between the takes
+            # would distort every tracking window).
+            warped = cv2.warpPerspective(clean.gray, h_full, plate.size, flags=cv2.INTER_LINEAR)
+            inside = geo.coverage_mask(h_full, clean.size, plate.size, inset=_LK_WINDOW[0] // 2 + 4)
+            src = corners[inside[y, x]]
+            if len(src) < self.min_inliers:
+                return None
+            tracked, status, _ = cv2.calcOpticalFlowPyrLK(
+                plate_u8, warped, src, src.copy(), winSize=_LK_WINDOW, maxLevel=levels if p == 0 else 0,
+                criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.003),
+                flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+            good = status.ravel() == 1
+            src, tracked = src[good], tracked[good]
+            if len(src) < self.min_inliers:
+                return None
+            # The correction, warped candidate px -> plate px.
+            h_fix, inl = cv2.findHomography(tracked, src, cv2.USAC_MAGSAC, 1.0, maxIters=2000,
+                                            confidence=0.999)
+            if h_fix is None or inl is None or inl.sum() < self.min_inliers:
+                return None
+            keep = inl.ravel().astype(bool)
+            # A plain least-squares (Levenberg-Marquardt) polish on the inliers: MAGSAC's weighting is
+            # tuned for outlier rejection, the tracks' errors are small and Gaussian-like.
+            h_ls, _ = cv2.findHomography(tracked[keep], src[keep], 0)
+            if h_ls is not None and np.all(np.isfinite(h_ls)):
+                h_fix = h_ls
+            h_full = h_fix @ h_full
+            h_full, used = h_full / h_full[2, 2], int(keep.sum())
+        fit = Fit(h=h_full, matches=coarse.matches, inliers=coarse.inliers, refined_points=used, refined=True)
         fit.failure = self._implausible(h_full, clean, plate)
         # A refinement that moves far from its starting point has locked onto something else.
         drift = geo.corner_errors(h_full, coarse.h, plate.size).max()

@@ -154,8 +154,10 @@ def implausibility(h: np.ndarray | None, clean_size: tuple[int, int], plate_size
     return None
 
 
-def coverage_mask(h: np.ndarray, clean_size: tuple[int, int], plate_size: tuple[int, int]) -> np.ndarray:
-    """Plate pixels (H x W bool) that `h` (clean -> plate) fills from inside the clean frame.
+def coverage_mask(h: np.ndarray, clean_size: tuple[int, int], plate_size: tuple[int, int],
+                  inset: float = 1.5) -> np.ndarray:
+    """Plate pixels (H x W bool) that `h` (clean -> plate) fills from inside the clean frame, at least
+    `inset` clean pixels inside its corner pixel centres.
 
     A homography maps the clean frame's border to a quadrilateral, so this is a polygon fill, far cheaper
     than warping a mask. The frame is shrunk first so that every pixel marked covered has its whole
@@ -164,8 +166,9 @@ def coverage_mask(h: np.ndarray, clean_size: tuple[int, int], plate_size: tuple[
     """
     w, hh = clean_size
     # Polygon filling also takes pixels the border merely passes through, up to a pixel outside the exact
-    # quadrilateral: shrinking by one more pixel keeps the mask conservative.
-    inner = np.array([[1.5, 1.5], [w - 2.5, 1.5], [w - 2.5, hh - 2.5], [1.5, hh - 2.5]])
+    # quadrilateral: the default inset of one pixel more than bilinear needs keeps the mask conservative.
+    a = inset
+    inner = np.array([[a, a], [w - 1 - a, a], [w - 1 - a, hh - 1 - a], [a, hh - 1 - a]])
     den = inner @ h[2, :2] + h[2, 2]
     mask = np.zeros((plate_size[1], plate_size[0]), np.uint8)
     if np.all(den > 1e-9):

@@ -111,8 +111,7 @@ class SequenceAligner:
         return result
 
     def _align(self, i: int, plate: np.ndarray, subject_mask: np.ndarray | None, js: list[int]) -> AlignResult:
-        plate_size = (np.shape(plate)[1], np.shape(plate)[0]) if np.ndim(plate) == 3 else None
-        cands = [self._prepared(j, plate_size) for j in js]
+        cands = [self._prepared(j) for j in js]
         prior = None
         if self._last_good is not None:
             # The previous good fit, on the candidate nearest to the frame it was made with.
@@ -127,21 +126,21 @@ class SequenceAligner:
             c["clean_frame"] = js[c["candidate"]]
         return result
 
-    def _prepared(self, j: int, plate_size: tuple[int, int] | None) -> PreparedFrame:
+    def _prepared(self, j: int) -> PreparedFrame:
         frame = self._cache.get(j)
-        if frame is not None and (plate_size is None or frame.lk_size == plate_size):
+        if frame is not None:
             self._cache.move_to_end(j)
             return frame
-        frame = self.aligner.prepare(self.get_clean(j), f"clean-plate frame {j}", plate_size=plate_size)
+        frame = self.aligner.prepare(self.get_clean(j), f"clean-plate frame {j}")
         self._cache[j] = frame
         while len(self._cache) > self.cache_frames:
             self._cache.popitem(last=False)
         return frame
 
-    def prefetch(self, i: int, plate_size: tuple[int, int]) -> None:
+    def prefetch(self, i: int) -> None:
         """Prepare (and cache) plate frame i's candidates ahead of time, e.g. to measure a warm cache."""
         for j in self.candidates(i):
-            self._prepared(j, plate_size)
+            self._prepared(j)
 
     # -- QC ---------------------------------------------------------------------------------------------
 

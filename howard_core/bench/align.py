@@ -94,7 +94,7 @@ def run(frames: int = 6, width: int = 1920, height: int = 1080, window: int = 2,
     seq = SequenceAligner(frames, clean_frames, cleans.__getitem__, window=window)
     warm_ms, errors, flagged, chosen = [], [], 0, []
     for i, plate in enumerate(plates):
-        seq.prefetch(i, shot.plate_size)
+        seq.prefetch(i)
         t0 = time.perf_counter()
         result = seq.align_frame(i, plate)
         warm_ms.append((time.perf_counter() - t0) * 1000)
