@@ -35,8 +35,8 @@ def fit_exposure(clean: np.ndarray, plate: np.ndarray, mask: np.ndarray,
     idx = np.flatnonzero(mask)
     idx = idx[:: max(1, len(idx) // _FIT_PIXELS)]
     # Channels x pixels, so that every reduction runs along contiguous memory.
-    x = clean.reshape(-1, channels)[idx].T.astype(np.float64)
-    y = plate.reshape(-1, channels)[idx].T.astype(np.float64)
+    x = np.ascontiguousarray(clean.reshape(-1, channels)[idx].T, dtype=np.float64)
+    y = np.ascontiguousarray(plate.reshape(-1, channels)[idx].T, dtype=np.float64)
     usable = np.all((x > _CLIP_LO) & (x < _CLIP_HI) & (y > _CLIP_LO) & (y < _CLIP_HI), axis=0)
     x, y = x[:, usable], y[:, usable]
     for k in range(iterations + 1):
@@ -52,7 +52,8 @@ def fit_exposure(clean: np.ndarray, plate: np.ndarray, mask: np.ndarray,
             # Residuals in units of each channel's robust sigma (1.4826 x median absolute residual); a
             # pixel goes if any channel is beyond 2.5 sigmas.
             r = np.abs(y - (gain * x + bias))
-            r /= np.maximum(1.4826 * np.median(r, axis=1, keepdims=True), 1e-6)
+            half = r.shape[1] // 2
+            r /= np.maximum(1.4826 * np.partition(r, half, axis=1)[:, half:half + 1], 1e-6)
             keep = r.max(axis=0) <= 2.5
             x, y = x[:, keep], y[:, keep]
     return np.ravel(gain).astype(np.float64), np.ravel(bias).astype(np.float64)

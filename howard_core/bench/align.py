@@ -85,7 +85,8 @@ def _error(h, shot, j: int, i: int) -> float:
 
 def run(frames: int = 6, width: int = 1920, height: int = 1080, window: int = 2, seed: int = 0,
         references: bool = True) -> dict:
-    clean_frames = frames + max(2, frames // 2)  # a longer clean take, mapped linearly
+    # A longer clean take, mapped linearly, with room for a full window at every frame.
+    clean_frames = max(frames + max(2, frames // 2), 2 * window + 2)
     shot = make_shot(width, height, plate_frames=frames, clean_frames=clean_frames, seed=seed, lazy=True)
     plates = [shot.plate[i] for i in range(frames)]
     cleans = [shot.clean[j] for j in range(clean_frames)]
