@@ -94,6 +94,17 @@ def test_exposure_fit_recovers_gain_and_bias_despite_a_foreign_object():
     assert np.allclose(g, gain, atol=0.02) and np.allclose(b, bias, atol=0.01)
 
 
+def test_subject_estimate_finds_the_disagreement_not_the_noise():
+    rng = np.random.default_rng(1)
+    residual = np.abs(rng.normal(0, 0.01, (90, 160))).astype(np.float32)
+    residual[30:60, 70:90] += 0.3  # the subject
+    valid = np.ones((90, 160), bool)
+    mask = pm.subject_estimate(residual, valid, grow=3)
+    assert mask[30:60, 70:90].all() and mask[27, 80] and not mask[20, 80]
+    assert mask.sum() < 2 * 36 * 26
+    assert not pm.subject_estimate(residual, np.zeros_like(valid), grow=3).any()
+
+
 # -- one frame ------------------------------------------------------------------------------------------
 
 

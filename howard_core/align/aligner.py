@@ -3,23 +3,26 @@ homography to it, warp it into the plate and match its exposure.
 
 The search, per plate frame:
 
-1. Features (ORB, or SIFT) on a downscaled copy of every frame, once per frame (`Aligner.prepare`; the
-   sequence helper caches clean-plate frames). A known subject mask keeps the subject out of the plate's.
-2. Coarse fit per candidate: mutual nearest-neighbour matches passing a ratio test, then a MAGSAC++
-   homography (OpenCV USAC), rejected when it has too few inliers or is not a plausible camera move.
-3. Each coarse fit is scored photometrically on a small copy: exposure fitted robustly on background
-   pixels, then the trimmed mean absolute difference, plus a penalty for plate area left uncovered. The
-   best coarse fit also yields a coarse subject mask (where plate and clean plate disagree).
-4. The best `refine_top` candidates are refined to sub-pixel accuracy at full resolution: pyramidal
-   Lucas-Kanade tracks background corners of the plate into the candidate, starting from the coarse fit
-   (exposure-normalised first, as LK assumes equal brightness), and a MAGSAC++ + least-squares homography
-   is refitted to those tracks. Refined fits are re-scored; the lowest score wins.
+1. Features (ORB by default, or SIFT) on a downscaled copy of every frame, once per frame
+   (`Aligner.prepare`; the sequence helper caches clean-plate frames). A known subject mask (e.g. the
+   previous frame's matte) keeps the subject out of the plate's features.
+2. Coarse fit per candidate: matches passing Lowe's ratio test, made one-to-one, then a MAGSAC++
+   homography (OpenCV USAC); rejected with too few inliers or when it is not a plausible camera move
+   (folded, mirrored, zoomed beyond `max_scale`, or barely overlapping the plate).
+3. Every coarse fit is scored on a small copy: exposure fitted robustly on background pixels, then the
+   trimmed mean absolute difference, plus a penalty for plate area left uncovered; a fit whose
+   structure does not correlate is rejected. The best one also yields a coarse subject mask: where plate
+   and clean plate disagree beyond the noise.
+4. The best-scoring candidate is refined to sub-pixel accuracy at full resolution: it is warped into the
+   plate by its fit, background corners of the (exposure-normalised) plate are tracked into it by
+   pyramidal Lucas-Kanade, and a MAGSAC++ then least-squares correction is composed onto the fit; twice.
 5. The winner is warped at full resolution (cubic by default), exposure-matched, and where it does not
    cover the plate, the plate itself fills in (the reference method's choice: no difference, no matte).
 
-When every candidate fails, the frame falls back: a refit from the previous frame's homography if one is
-given (`prior`), else that homography as it stands, else a plain resize of the middle candidate; such
-frames are always flagged.
+When no candidate fits, the frame falls back, and is flagged: tracking alone from the previous frame's
+homography (`prior`) or from a plain resize of the middle candidate (tracking needs texture, not
+distinctive features, so it copes with repeated patterns), else the previous homography as it stands,
+else the plain resize.
 """
 
 from __future__ import annotations
@@ -218,8 +221,8 @@ class Aligner:
                  max_features: int = 600, ratio: float = 0.8, min_inliers: int = 24, max_scale: float = 2.0,
                  min_overlap: float = 0.2, min_ncc: float = 0.4, refine: bool = True, refine_top: int = 1,
                  refine_points: int = 400, coverage_weight: float = 0.05, flag_coverage: float = 0.8,
-                 flag_inlier_ratio: float = 0.2,
-                 subject_margin: float = 0.03, interpolation: str = "cubic", exposure: bool = True):
+                 flag_inlier_ratio: float = 0.2, subject_margin: float = 0.03, interpolation: str = "cubic",
+                 exposure: bool = True):
         if detector not in ("orb", "sift"):
             raise HowardError(f"align: unknown detector {detector!r}; use 'orb' or 'sift'")
         if interpolation not in _INTERPOLATION:
@@ -303,9 +306,12 @@ class Aligner:
 
         plate:        H x W x 3 float32 sRGB 0..1.
         candidates:   clean-plate frames, each Hc x Wc x 3 float32 (any size) or a `PreparedFrame`.
-        subject_mask: optional H x W float or bool, 1 = subject (e.g. the previous frame's matte).
-        prior:        optional (candidate position, homography) to fall back on, e.g. the previous frame's.
-        Labels name the frames in error messages and QC.
+        subject_mask: optional H x W float or bool, 1 = subject (e.g. the previous frame's matte); it is
+                      grown by `subject_margin` since the subject has moved since.
+        prior:        optional (candidate position, homography clean px -> plate px) to fall back on when
+                      nothing fits, e.g. the previous frame's result.
+        Labels name the frames in error messages and QC. Frames that cannot be aligned do not raise: they
+        come back with `fallback` set and `flagged`. Raises HowardError for unusable input arrays.
         """
         t0 = time.perf_counter()
         if not candidates:
