@@ -370,7 +370,10 @@ def _add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nd
     raw = np.frombuffer(rng.bytes(2 * img.size), np.uint8).reshape(2, *img.shape)
     noise = cv2.subtract(raw[0], raw[1], dtype=cv2.CV_32F)
     cv2.scaleAdd(noise, sigma / _TWO_BYTE_STD, img, dst=img)
-    return np.clip(img, 0, 1, out=img)
+    # OpenCV's min/max clip several times faster than np.clip (bounds per channel: a bare number would
+    # only apply to the first).
+    cv2.min(img, (1.0, 1.0, 1.0, 1.0), dst=img)
+    return cv2.max(img, (0.0, 0.0, 0.0, 0.0), dst=img)
 
 
 def make_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_frames: int | None = None,
