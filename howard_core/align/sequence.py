@@ -28,8 +28,8 @@ from howard_core.errors import HowardError
 class Timing:
     """How the clean-plate timeline relates to the plate's: clean frame = offset + scale * plate frame.
 
-    `estimated` is False when the numbers are the default linear mapping (or were given), and `keys`
-    lists the (plate frame, best clean frame) pairs an estimate was fitted to.
+    `estimated` is False when the numbers are the default linear mapping (or were given); an estimate
+    lists its key plate frames with the clean frames it maps them to in `keys`; `note` says why.
     """
 
     offset: float
@@ -47,7 +47,8 @@ class SequenceAligner:
                  requested about once while it stays in the cache).
     window:      candidates each side of the mapped clean frame (default 2, i.e. up to 5 candidates).
     offset, scale: timeline mapping (see the module docstring); default: linear over the two ranges.
-    cache_frames: prepared clean-plate frames kept (default 2 * window + 3); memory is flat in clip length.
+    cache_frames: prepared clean-plate frames kept (default 2 * window + 3, about 30 MB each at HD);
+                 memory is flat in clip length apart from the QC records (a few kB per frame).
     aligner:     an `Aligner` to use; otherwise one is built from the remaining keyword options.
     """
 
@@ -105,7 +106,8 @@ class SequenceAligner:
                     retry.fallback, retry.flagged = "wider_window", True
                     retry.reason = f"nothing in the window fitted ({result.reason}); {retry.reason}"
                     result = retry
-        if result.fallback in (None, "wider_window"):
+        if result.fallback not in ("previous", "identity"):
+            # A verified fit, however it was found: the next frame's fallback starts from here.
             self._last_good = (result.clean_index, result.homography)
         self._qc.append(result.to_qc())
         return result
