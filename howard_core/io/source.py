@@ -41,7 +41,9 @@ class FrameSource:
     Attributes: `frame_numbers` (list[int], the frames this source provides), `width`,
     `height` (pixels), `colorspace` (canonical input space name), `is_still`, `kind`
     (`sequence`, `movie` or `still`), `fps` (Fraction or None), `pattern`
-    (`SequencePattern` or None), `missing_frames` (frames held from neighbours).
+    (`SequencePattern` or None), `missing_frames` (frames held from neighbours),
+    `clip_range` ((first, last) frame number of the whole clip, whatever `frames` selected:
+    the pipeline maps plate to clean-plate time over it, so farm chunks agree).
     """
 
     kind = "still"
@@ -115,6 +117,7 @@ class StillSource(FrameSource):
         self._info = images.probe(path, layer)
         super().__init__(path, converter, frames or [0], self._info.width, self._info.height)
         self._pixels: np.ndarray | None = None
+        self.clip_range = (self.frame_numbers[0], self.frame_numbers[-1])
 
     def _read(self, n: int) -> np.ndarray:
         if self._pixels is None:
@@ -156,6 +159,7 @@ class SequenceSource(FrameSource):
         super().__init__(pattern.path(first), converter, wanted, self._info.width, self._info.height)
         self.missing_frames = missing_frames
         self._missing = missing
+        self.clip_range = (existing[0], existing[-1])
 
     def path_for(self, n: int) -> str:
         return str(self.pattern.path(n))
@@ -205,6 +209,7 @@ class MovieSource(FrameSource):
         self.fps = self._reader.fps
         self.missing_frames = outside
         self._count = count
+        self.clip_range = (start_frame, last)
 
     def path_for(self, n: int) -> str:
         return f"{self.path} (frame {n})"

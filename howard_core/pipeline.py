@@ -1,0 +1,359 @@
+"""The main job: plate + clean plate in, mattes out, streamed frame by frame.
+
+    from howard_core import matte
+    report = matte("plate.####.exr", "clean.mov", "out/", layers=["fg", "err"])
+
+Four stages run concurrently, joined by small bounded queues so memory stays flat
+whatever the clip length: a reader thread (decode + colour conversion), an
+alignment thread (clean plate fitted to each plate frame), inference on the
+calling thread (batched), and a writer thread (colour back to the plate's space,
+atomic writes, progress, QC). Frames whose outputs are complete are skipped with
+`resume=True`; every chunk maps plate time to clean-plate time over the whole
+clip, so `frames` chunks on a farm are independent and agree with a full run.
+
+Colour: the network sees display-referred sRGB 0..1 (`FrameSource.read`). The
+foreground is written back in the plate's own space; where the plate held values
+the working space clips (scene-linear highlights above 1, negatives), those are
+carried into the foreground in proportion to alpha, so an opaque subject comes
+back exactly as it was in the plate. Alpha, error and refinement are data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import howard_core
+from howard_core.errors import HowardError
+
+LAYERS = ("fg", "err", "ref", "bg")
+OUTPUT_KINDS = {".exr": "exr", ".png": "png", ".mov": "prores"}
+_END = object()
+
+
+def _output_kind(output, kind: str | None) -> str:
+    if kind is not None:
+        return kind
+    # A folder (no known extension) gets EXR, the comp's format.
+    return OUTPUT_KINDS.get(Path(os.fspath(output)).suffix.lower(), "exr")
+
+
+def _clean_colorspace(plate, clean_plate, colorspace, clean_colorspace):
+    """The clean plate's input space: as given; else the plate's when both are the same file
+    type (same camera, same pipeline); else by its own file type."""
+    if clean_colorspace is not None:
+        return clean_colorspace
+    same_type = Path(os.fspath(plate)).suffix.lower() == Path(os.fspath(clean_plate)).suffix.lower()
+    return colorspace if same_type else None
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    """Put that gives up once the pipeline is stopping, so no thread blocks on a dead consumer."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _resolve_model(model):
+    from howard_core.model import load_model
+    from howard_core.model.network import MattingBase
+
+    if isinstance(model, MattingBase):
+        return model
+    if model is None:
+        return load_model()
+    from howard_core.weights import resolve
+
+    return load_model(resolve(model))
+
+
+def versions() -> dict:
+    import av
+    import cv2
+    import OpenImageIO
+    import PyOpenColorIO
+
+    return {"howard": howard_core.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "opencv": cv2.__version__, "openimageio": OpenImageIO.__version__,
+            "opencolorio": PyOpenColorIO.__version__, "av": av.__version__}
+
+
+class _Stage(threading.Thread):
+    """Runs `fn` over items from `inbox` (or the iterable `items`), passing results to `outbox`
+    (None for the last stage), in order.
+
+    An exception stops the whole pipeline: it is kept for the main thread to re-raise.
+    """
+
+    def __init__(self, name: str, fn, inbox: queue.Queue | None, outbox: queue.Queue | None,
+                 stop: threading.Event, items=None):
+        super().__init__(name=f"howard-{name}", daemon=True)
+        self.fn, self.inbox, self.outbox, self.stop, self.items = fn, inbox, outbox, stop, items
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def _source(self):
+        if self.items is not None:
+            yield from self.items
+            return
+        while not self.stop.is_set():
+            try:
+                item = self.inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            yield item
+
+    def run(self) -> None:
+        try:
+            for item in self._source():
+                if self.stop.is_set():
+                    return
+                start = time.perf_counter()
+                result = self.fn(item)
+                self.seconds += time.perf_counter() - start
+                if self.outbox is not None:
+                    _put(self.outbox, result, self.stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = exc
+            self.stop.set()
+        finally:
+            if self.outbox is not None:
+                _put(self.outbox, _END, self.stop)
+
+
+def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
+    """HxWx3 float32 arrays -> (B, 3, H, W) (channels-last memory, which Matter uses as is)."""
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+
+
+def _report_path(report, sink, frames: list[int]) -> Path:
+    if report is not None:
+        return Path(report)
+    folder = Path(sink.path_for(frames[0] if frames else 0)).parent
+    span = f"{frames[0]}-{frames[-1]}" if frames else "none"
+    return folder / f"howard_report.{span}.json"
+
+
+def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: str | None = None,
+          layers=(), model=None, preset: str | None = None, backbone_scale: float | None = None,
+          refine_mode: str | None = None, sample_pixels: int | None = None, refine_threshold: float | None = None,
+          device: str = "auto", precision: str = "auto", colorspace: str | None = None,
+          clean_colorspace: str | None = None, ocio_config: str | None = None, missing: str = "error",
+          resume: bool = False, align: bool = True, window: int = 2, clean_offset: float | None = None,
+          clean_scale: float | None = None, batch_size: int = 1, report: str | os.PathLike | None = None,
+          progress: Callable[[dict], None] | None = None, queue_size: int = 3) -> dict:
+    """Pull a matte for every plate frame; returns the run report (also written as JSON).
+
+    plate, clean_plate: sequence pattern (`####`, `%04d`, `@@@@`), folder, movie or still.
+    output: pattern, file or folder; `kind` exr|png|alpha|prores (default from the name,
+    a folder gives EXR). layers: extra EXR layers from fg (straight foreground), err,
+    ref, bg (aligned clean plate). model: None (bundled default), a checkpoint path, an
+    installed weights name, or a loaded model. preset / backbone_scale / refine_mode /
+    sample_pixels / refine_threshold: network settings. device, precision: see `Matter`.
+    colorspace / clean_colorspace / ocio_config: input colour spaces (default by file type).
+    missing: error|hold for missing plate frames. resume: skip frames already complete.
+    align: False when the clean plate already lines up (locked-off camera). window,
+    clean_offset, clean_scale: clean-plate candidate search (see `howard_core.align`).
+    progress: called with one dict per event ("start", "frame", "done").
+    """
+    from howard_core.io import open_sink, open_source, resize_to, write_text_atomic
+    from howard_core.model import Matter
+
+    layers = tuple(layers)
+    unknown = [name for name in layers if name not in LAYERS]
+    if unknown:
+        raise HowardError(f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(LAYERS)}")
+    if batch_size < 1:
+        raise HowardError(f"batch size must be at least 1, got {batch_size}")
+    kind = _output_kind(output, kind)
+    started = time.time()
+
+    with open_source(plate, frames=frames, colorspace=colorspace, ocio_config=ocio_config,
+                     missing=missing) as src, \
+         open_source(clean_plate, colorspace=_clean_colorspace(plate, clean_plate, colorspace, clean_colorspace),
+                     ocio_config=ocio_config) as clean:
+        net = _resolve_model(model)
+        matter = Matter(net, device=device, precision=precision, preset=preset, backbone_scale=backbone_scale,
+                        refine_mode=refine_mode, refine_sample_pixels=sample_pixels,
+                        refine_threshold=refine_threshold)
+        sink = open_sink(output, kind, like=src, layers=layers)
+        try:
+            todo = [n for n in src.frame_numbers if not (resume and sink.is_complete(n))]
+            skipped = len(src.frame_numbers) - len(todo)
+            first, last = src.clip_range
+            plate_count = last - first + 1
+            clean_numbers = clean.frame_numbers
+
+            def get_clean(j: int) -> np.ndarray:
+                return clean.read(clean_numbers[j])
+
+            aligner = None
+            if align:
+                from howard_core.align import SequenceAligner
+
+                aligner = SequenceAligner(plate_count, len(clean_numbers), get_clean, window=window,
+                                          offset=clean_offset, scale=clean_scale)
+            else:
+                scale = clean_scale if clean_scale is not None else (
+                    (len(clean_numbers) - 1) / (plate_count - 1) if plate_count > 1 else 1.0)
+            latest_matte: list[np.ndarray | None] = [None]  # the newest alpha, for the aligner's subject mask
+            qc: list[dict] = []
+            info = {"event": "start", "total": len(todo), "skipped": skipped, "output": sink.display,
+                    "model": _model_info(net, matter), "plate": str(plate), "clean_plate": str(clean_plate)}
+            if progress:
+                progress(info)
+
+            def read(n):
+                native = src.read_native(n)
+                return n, native, src.to_working(native)
+
+            def align_stage(item):
+                n, native, work = item
+                i = n - first
+                if aligner is not None:
+                    mask = latest_matte[0]
+                    if mask is not None and mask.shape != work.shape[:2]:
+                        mask = None
+                    res = aligner.align_frame(i, work, subject_mask=mask)
+                    return n, native, work, res.background, res.to_qc(), bool(res.flagged)
+                j = int(round(min(max((clean_offset or 0.0) + scale * i, 0), len(clean_numbers) - 1)))
+                bg = resize_to(get_clean(j), src.width, src.height)
+                return n, native, work, bg, {"clean_frame": clean_numbers[j], "aligned": False}, False
+
+            timings = {"matte": 0.0}
+            done = [0]
+            t0 = time.perf_counter()
+
+            def write_stage(item):
+                n, native, work, bg, frame_qc, flagged, out = item
+                alpha, fg, err, ref = out
+                residual = native - src.from_working(work)  # what the working space clipped away
+                fg_native = src.from_working(fg) + residual * alpha[..., None]
+                extra = {}
+                if "fg" in layers:
+                    extra["fg"] = fg_native
+                if "err" in layers:
+                    extra["err"] = err
+                if "ref" in layers:
+                    extra["ref"] = ref
+                if "bg" in layers:
+                    extra["bg"] = src.from_working(bg)
+                sink.write(n, fg_native, alpha, extra)
+                refined = int(ref.sum() // 16)
+                record = {"frame": n, **frame_qc, "alpha_mean": round(float(alpha.mean()), 5),
+                          "refined_patches": refined, "flagged": flagged, "output": sink.path_for(n)}
+                qc.append(record)
+                done[0] += 1
+                elapsed = time.perf_counter() - t0
+                fps = done[0] / elapsed if elapsed > 0 else 0.0
+                if progress:
+                    progress({"event": "frame", "frame": n, "done": done[0], "total": len(todo),
+                              "fps": round(fps, 3), "eta_s": round((len(todo) - done[0]) / fps, 1) if fps else None,
+                              "flagged": flagged, "reason": frame_qc.get("reason") if flagged else None,
+                              "output": sink.path_for(n)})
+
+            stop = threading.Event()
+            q_read, q_aligned, q_write = (queue.Queue(queue_size) for _ in range(3))
+            stages = [_Stage("read", read, None, q_read, stop, items=todo),
+                      _Stage("align", align_stage, q_read, q_aligned, stop),
+                      _Stage("write", write_stage, q_write, None, stop)]
+            for stage in stages:
+                stage.start()
+            try:
+                _infer(matter, q_aligned, q_write, stop, batch_size, latest_matte, timings)
+                stages[2].join()  # the writer ends after the last frame, or at once on a failure
+            finally:
+                stop.set()
+                for stage in stages:
+                    stage.join()
+            for stage in stages:
+                if stage.error is not None:
+                    raise stage.error
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+
+        wall = time.perf_counter() - t0
+        rep = {
+            "howard": "matte report", "plate": str(plate), "clean_plate": str(clean_plate), "output": sink.display,
+            "output_kind": kind, "layers": list(layers), "frames_done": len(todo), "frames_skipped": skipped,
+            "model": _model_info(net, matter),
+            "settings": {"device": str(matter.device), "precision": str(matter.dtype).replace("torch.", ""),
+                         "batch_size": batch_size, "align": align, "window": window, "clean_offset": clean_offset,
+                         "clean_scale": clean_scale, "colorspace": src.colorspace,
+                         "clean_colorspace": clean.colorspace, "missing": missing, "resume": resume},
+            "timing": {"wall_s": round(wall, 3), "fps": round(len(todo) / wall, 3) if wall > 0 and todo else None,
+                       "read_s": round(stages[0].seconds, 3), "align_s": round(stages[1].seconds, 3),
+                       "matte_s": round(timings["matte"], 3), "write_s": round(stages[2].seconds, 3),
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))},
+            "flagged_frames": [r["frame"] for r in qc if r["flagged"]],
+            "versions": versions(), "frames": qc,
+        }
+        path = _report_path(report, sink, todo or src.frame_numbers)
+        write_text_atomic(path, json.dumps(rep, indent=2, default=_json_default) + "\n")
+        rep["report"] = str(path)
+        if progress:
+            progress({"event": "done", "done": len(todo), "total": len(todo), "skipped": skipped,
+                      "fps": rep["timing"]["fps"], "report": str(path), "output": sink.display,
+                      "flagged_frames": rep["flagged_frames"]})
+        return rep
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _model_info(net, matter) -> dict:
+    meta = dict(getattr(net, "howard_meta", {}))
+    return {"backbone": meta.get("backbone", getattr(net, "backbone_name", None)), "kind": meta.get("kind"),
+            "format": meta.get("format"), "source": meta.get("source"), "sha256": meta.get("sha256"),
+            "trained": meta.get("trained", True), "settings": dict(matter.settings)}
+
+
+def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event, batch_size: int,
+           latest_matte: list, timings: dict) -> None:
+    """Inference on the calling thread: batches of same-size frames through `matter`."""
+    batch: list = []
+    ended = False
+    while not ended:
+        try:
+            item = inbox.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return
+            continue
+        if item is _END:
+            ended = True
+        else:
+            batch.append(item)
+        if batch and (ended or len(batch) >= batch_size):
+            start = time.perf_counter()
+            out = matter(_to_tensor([b[2] for b in batch]), _to_tensor([b[3] for b in batch]))
+            timings["matte"] += time.perf_counter() - start
+            for k, item_k in enumerate(batch):
+                alpha = out.alpha[k, 0].numpy()
+                fg = np.ascontiguousarray(out.foreground[k].permute(1, 2, 0).numpy())
+                result = (alpha, fg, out.error[k, 0].numpy(), out.refinement[k, 0].numpy())
+                latest_matte[0] = alpha
+                _put(outbox, (*item_k, result), stop)
+            batch = []
+    _put(outbox, _END, stop)
