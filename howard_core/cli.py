@@ -1,11 +1,313 @@
-"""`howard` command line (placeholder until the pipeline lands)."""
+"""`howard`: the command line, a thin layer over the Python API.
 
+    howard matte PLATE CLEAN_PLATE -o OUTPUT [options]    the main job
+    howard align PLATE CLEAN_PLATE -o OUTPUT              aligned clean plate + QC JSON only
+    howard demo [--out DIR]                               the main job on a generated shot
+    howard info                                           versions, devices, weights
+    howard weights list|install FILE|verify|download NAME --url URL
+    howard export-nuke -o FILE [--model M]                TorchScript for Nuke's Inference node
+    howard train ... | howard eval ...                    training and evaluation (see --help)
+    howard bench model|align|pipeline                     benchmarks printing JSON
+
+Any failure a user can fix prints one line, `howard: error: ...`, and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
 import sys
+import time
+
+from howard_core.errors import HowardError
+
+UNTRAINED_NOTE = ("default weights are an UNTRAINED stand-in (no trained weights are bundled yet): the alpha is "
+                  "meaningless. Install the official BGMv2 weights for real mattes: `howard weights install "
+                  "pytorch_resnet50.pth`, then `--model resnet50`")
 
 
-def main(argv=None):
-    print("howard: CLI not wired yet", file=sys.stderr)
-    return 2
+# ---------------------------------------------------------------------------------------------------
+# progress
+# ---------------------------------------------------------------------------------------------------
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr; flagged frames are listed as they happen."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.start = time.perf_counter()
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "start":
+            if not event["model"].get("trained", True):
+                print(f"howard: warning: {UNTRAINED_NOTE}", file=self.stream)
+            skipped = f" ({event['skipped']} already complete, skipped)" if event["skipped"] else ""
+            print(f"howard: {event['total']} frames -> {event['output']}{skipped}", file=self.stream)
+        elif kind == "frame":
+            if event["flagged"]:
+                print(f"\rhoward: frame {event['frame']} flagged: {event['reason']}", file=self.stream)
+            width = 30
+            filled = int(width * event["done"] / max(event["total"], 1))
+            eta = f"{event['eta_s']:.0f}s" if event["eta_s"] is not None else "?"
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {event['done']}/{event['total']} "
+                              f"frame {event['frame']}  {event['fps']:.2f} fps  eta {eta}   ")
+            self.stream.flush()
+        elif kind == "done":
+            self.stream.write("\n")
+            flagged = event["flagged_frames"]
+            note = f"; {len(flagged)} frames flagged for review" if flagged else ""
+            print(f"howard: done, {event['done']} frames{note}; report {event['report']}", file=self.stream)
+
+
+def json_progress(event: dict) -> None:
+    """One JSON object per line on stdout, for host adapters."""
+    print(json.dumps(event, default=str), flush=True)
+
+
+def _progress(mode: str):
+    if mode == "json":
+        return json_progress
+    if mode == "none" or (mode == "auto" and not sys.stderr.isatty()):
+        return None
+    return TerminalProgress()
+
+
+# ---------------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------------
+
+
+def _add_matte_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", help="frame range, e.g. 1001-1100, 1001-1100x2 or 1,5,7-9 (default: all)")
+    p.add_argument("--model", help="checkpoint file or installed weights name (default: bundled weights)")
+    p.add_argument("--preset", choices=["hd", "4k"], help="published settings for HD or 4K plates")
+    p.add_argument("--backbone-scale", type=float, help="resolution of the coarse pass (default 0.25)")
+    p.add_argument("--refine-mode", choices=["sampling", "thresholding", "full"])
+    p.add_argument("--sample-pixels", type=int, help="pixels refined per frame in sampling mode (default 80000)")
+    p.add_argument("--refine-threshold", type=float, help="error threshold in thresholding mode (default 0.1)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--colorspace", help="plate colour space: linear, srgb or any OCIO name (default: by file type)")
+    p.add_argument("--clean-colorspace", help="clean-plate colour space (default: the plate's, by file type)")
+    p.add_argument("--ocio-config", help="OCIO config file (default: $OCIO, else the built-in studio config)")
+    p.add_argument("--missing", default="error", choices=["error", "hold"], help="what to do with a missing frame")
+    p.add_argument("--window", type=int, default=2, help="clean-plate candidates each side of the mapped frame")
+    p.add_argument("--clean-offset", type=float, help="clean-plate frame for plate frame 0 of the clip")
+    p.add_argument("--clean-scale", type=float, help="clean-plate frames per plate frame")
+    p.add_argument("--no-align", action="store_true", help="the clean plate already lines up (locked-off)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
+
+
+def cmd_matte(args) -> int:
+    from howard_core.io import parse_frames
+    from howard_core.pipeline import matte
+
+    layers = [x for x in (args.layers or "").split(",") if x]
+    matte(args.plate, args.clean_plate, args.output, frames=parse_frames(args.frames) if args.frames else None,
+          kind=args.format, layers=layers, model=args.model, preset=args.preset, backbone_scale=args.backbone_scale,
+          refine_mode=args.refine_mode, sample_pixels=args.sample_pixels, refine_threshold=args.refine_threshold,
+          device=args.device, precision=args.precision, colorspace=args.colorspace,
+          clean_colorspace=args.clean_colorspace, ocio_config=args.ocio_config, missing=args.missing,
+          resume=args.resume, align=not args.no_align, window=args.window, clean_offset=args.clean_offset,
+          clean_scale=args.clean_scale, batch_size=args.batch_size, report=args.report,
+          progress=_progress(args.progress))
+    return 0
+
+
+def cmd_align(args) -> int:
+    from howard_core.align.run import align_clip
+    from howard_core.io import parse_frames
+
+    align_clip(args.plate, args.clean_plate, args.output, frames=parse_frames(args.frames) if args.frames else None,
+               colorspace=args.colorspace, clean_colorspace=args.clean_colorspace, ocio_config=args.ocio_config,
+               missing=args.missing, window=args.window, clean_offset=args.clean_offset,
+               clean_scale=args.clean_scale, report=args.report, progress=_progress(args.progress))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from howard_core.demo import run_demo
+
+    report = run_demo(args.out, width=args.width, height=args.height, frames=args.frames,
+                      device=args.device, precision=args.precision, progress=_progress(args.progress))
+    print(f"howard demo: plate      {report['inputs']['plate']}")
+    print(f"howard demo: clean plate {report['inputs']['clean_plate']}")
+    print(f"howard demo: mattes     {report['output']} (RGBA premultiplied + fg/err/ref/bg layers)")
+    print(f"howard demo: report     {report['report']}")
+    print(f"howard demo: contact sheet {report['contact_sheet']}")
+    print(f"howard demo: {report['frames_done']} frames at {report['timing']['fps']} fps")
+    if not report["model"]["trained"]:
+        print(f"howard demo: NOTE {UNTRAINED_NOTE}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import torch
+
+    from howard_core import weights
+    from howard_core.model import checkpoint
+    from howard_core.model.engine import cpu_supports_bf16
+    from howard_core.pipeline import versions
+
+    devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    bundled = checkpoint.DEFAULT_WEIGHTS
+    info = {"versions": versions(), "devices": devices, "cpu_bf16": cpu_supports_bf16(),
+            "threads": torch.get_num_threads(),
+            "default_weights": str(bundled) if bundled.exists() else f"none bundled: {UNTRAINED_NOTE}",
+            "weights_dir": str(weights.weights_dir()), "weights": weights.list_weights()}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from howard_core import weights
+
+    if args.action == "list":
+        rows = weights.list_weights()
+        print(f"weights folder: {weights.weights_dir()}")
+        for r in rows:
+            state = "installed" if r["installed"] else "not installed"
+            sha = f" sha256 {r['sha256']}" if r["sha256"] else ""
+            print(f"  {r['name']:<24} {r['backbone'] or '?':<12} {state}{sha}")
+        if not any(r["installed"] for r in rows):
+            print(f"get the official checkpoints from {weights.SOURCE_PAGE}, then `howard weights install FILE`")
+        return 0
+    if args.action == "install":
+        if not args.file:
+            raise HowardError("howard weights install needs the checkpoint FILE to install")
+        rec = weights.install(args.file, name=args.name)
+        print(f"installed {rec['name']} ({rec['backbone']} {rec['kind']}, {rec['format']}) -> {rec['path']}")
+        print(f"sha256 {rec['sha256']}")
+        return 0
+    if args.action == "verify":
+        rows = weights.verify()
+        for r in rows:
+            print(f"  {r['name']:<24} {'ok' if r['ok'] else 'FAILED: ' + r['problem']}")
+        if not rows:
+            print("no weights installed")
+        return 0 if all(r["ok"] for r in rows) else 1
+    if not args.file or not args.url:
+        raise HowardError("howard weights download NAME --url URL: give the weights name and the file's address")
+    rec = weights.download(args.file, args.url)
+    print(f"downloaded and installed {rec['name']} -> {rec['path']} (sha256 {rec['sha256']})")
+    return 0
+
+
+def cmd_export_nuke(args) -> int:
+    from howard_core.model import export_torchscript, load_model
+    from howard_core.weights import resolve
+
+    model = load_model(resolve(args.model) if args.model else None)
+    settings = {k: v for k, v in (("backbone_scale", args.backbone_scale), ("refine_mode", args.refine_mode),
+                                  ("refine_sample_pixels", args.sample_pixels)) if v is not None}
+    path = export_torchscript(model, args.output, **settings)
+    print(f"wrote {path}: 6-channel input (plate RGB, aligned clean-plate RGB, sRGB 0..1) -> "
+          f"4-channel output (foreground RGB, alpha); convert it to .cat with Nuke's CatFileCreator")
+    if not model.howard_meta.get("trained", True):
+        print(f"howard: warning: {UNTRAINED_NOTE}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import importlib
+
+    module = importlib.import_module(f"howard_core.bench.{args.what}")
+    return module.main(args.rest)
+
+
+def cmd_train(args) -> int:
+    from howard_core.train.trainer import main
+
+    return main(args.rest)
+
+
+def cmd_eval(args) -> int:
+    from howard_core.train.evaluate import main
+
+    return main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="howard", description="Background matting from a plate and a clean plate.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("matte", help="pull mattes for a plate using its clean plate")
+    p.add_argument("plate", help="plate: plate.####.exr, plate.%%04d.dpx, a folder, a movie or a still")
+    p.add_argument("clean_plate", help="clean plate: sequence, movie or a single still")
+    p.add_argument("-o", "--output", required=True, help="output pattern, file or folder")
+    p.add_argument("--format", choices=["exr", "png", "alpha", "prores"], help="output kind (default: from -o)")
+    p.add_argument("--layers", help="extra EXR layers, comma list of fg,err,ref,bg")
+    p.add_argument("--resume", action="store_true", help="skip frames whose outputs are already complete")
+    p.add_argument("--report", help="run report JSON path (default: beside the outputs)")
+    _add_matte_options(p)
+    p.set_defaults(func=cmd_matte)
+
+    p = sub.add_parser("align", help="write the clean plate aligned to every plate frame, plus QC JSON")
+    p.add_argument("plate")
+    p.add_argument("clean_plate")
+    p.add_argument("-o", "--output", required=True, help="output pattern or folder (EXR in the plate's space)")
+    p.add_argument("--report", help="QC JSON path (default: beside the outputs)")
+    for flag in ("--frames", "--colorspace", "--clean-colorspace", "--ocio-config", "--clean-offset",
+                 "--clean-scale"):
+        p.add_argument(flag, type=float if flag in ("--clean-offset", "--clean-scale") else str)
+    p.add_argument("--missing", default="error", choices=["error", "hold"])
+    p.add_argument("--window", type=int, default=2)
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
+    p.set_defaults(func=cmd_align)
+
+    p = sub.add_parser("demo", help="run the main job on a generated shot (nothing downloaded)")
+    p.add_argument("--out", default="howard_demo", help="folder for inputs, outputs and the contact sheet")
+    p.add_argument("--width", type=int, default=960)
+    p.add_argument("--height", type=int, default=540)
+    p.add_argument("--frames", type=int, default=12)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="versions, devices and weights as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("weights", help="list, install, verify or download checkpoints")
+    p.add_argument("action", choices=["list", "install", "verify", "download"])
+    p.add_argument("file", nargs="?", help="install: checkpoint file; download: weights name")
+    p.add_argument("--name", help="install under this name (default: the official name, else the file's)")
+    p.add_argument("--url", help="download: the checkpoint file's address")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("export-nuke", help="TorchScript file for Nuke's Inference node")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--model")
+    p.add_argument("--backbone-scale", type=float)
+    p.add_argument("--refine-mode", choices=["sampling", "thresholding", "full"])
+    p.add_argument("--sample-pixels", type=int)
+    p.set_defaults(func=cmd_export_nuke)
+
+    for name, func, text in (("bench", cmd_bench, "benchmarks printing JSON"),
+                             ("train", cmd_train, "train or fine-tune weights (see `howard train --help`)"),
+                             ("eval", cmd_eval, "evaluate weights on a held-out synthetic set (JSON)")):
+        p = sub.add_parser(name, help=text, add_help=False)
+        if name == "bench":
+            p.add_argument("what", choices=["model", "align", "pipeline"])
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=func)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HowardError as exc:
+        print(f"\nhoward: error: {exc}" if getattr(args, "progress", None) in ("auto", "bar") and
+              sys.stderr.isatty() else f"howard: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("howard: interrupted; completed frames are kept, rerun with --resume to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

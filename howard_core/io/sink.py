@@ -219,13 +219,15 @@ def open_sink(
     ocio_config: str | None = None,
     bit_depth: int | None = None,
     fps: Fraction | float | None = None,
+    tag: str | None = None,
 ) -> FrameSink:
     """Open an output of `kind` (exr, png, alpha, prores) at `spec` (pattern, file name or folder).
 
     `like`: the plate; supplies name, padding, colour space and fps. `layers`: extra EXR
     layers (exr only). `colorspace`: the space of the `rgb_native` given to `write`
     (default `like.colorspace`, else by the output's file type). `bit_depth`: 8 or 16
-    (png only). `fps`: ProRes frame rate (default the plate movie's, else 24).
+    (png only). `fps`: ProRes frame rate (default the plate movie's, else 24). `tag`: the
+    suffix a name derived from the plate gets (default by kind, e.g. `plate_matte.####.exr`).
     The output folder is created and checked for writability here.
     """
     if kind not in KINDS:
@@ -234,7 +236,7 @@ def open_sink(
         raise HowardError(f"extra layers ({', '.join(layers)}) need an EXR output; use the exr output kind")
     if bit_depth is not None and (kind != "png" or bit_depth not in (8, 16)):
         raise HowardError(f"bit depth {bit_depth} is not available for {kind} output; only png takes 8 or 16")
-    target = _resolve_target(Path(os.fspath(spec)), kind, like)
+    target = _resolve_target(Path(os.fspath(spec)), kind, like, tag)
     folder = target.folder if isinstance(target, SequencePattern) else target.parent
     ensure_writable_dir(folder)
 
@@ -255,7 +257,7 @@ def open_sink(
     return FrameSink(kind, target, converter, layers, bit_depth or (8 if kind == "png" else 16))
 
 
-def _resolve_target(spec: Path, kind: str, like: FrameSource | None) -> SequencePattern | Path:
+def _resolve_target(spec: Path, kind: str, like: FrameSource | None, tag: str | None) -> SequencePattern | Path:
     exts = _EXTS[kind]
     is_folder = spec.is_dir() or str(spec).endswith(("/", os.sep)) or not spec.suffix
     if is_folder:
@@ -263,7 +265,7 @@ def _resolve_target(spec: Path, kind: str, like: FrameSource | None) -> Sequence
             raise HowardError(
                 f"{spec}: is a folder; give an output file name such as {spec / ('matte.####' + exts[0])}"
             )
-        return _derive_from(like, spec, kind)
+        return _derive_from(like, spec, kind, tag or _TAGS[kind])
 
     if spec.suffix.lower() not in exts:
         raise HowardError(f"{spec}: a {kind} output needs a {' or '.join(exts)} file name")
@@ -280,8 +282,7 @@ def _resolve_target(spec: Path, kind: str, like: FrameSource | None) -> Sequence
     return SequencePattern(spec.parent, spec.stem + ".", spec.suffix, padding)
 
 
-def _derive_from(like: FrameSource, folder: Path, kind: str) -> SequencePattern | Path:
-    tag = _TAGS[kind]
+def _derive_from(like: FrameSource, folder: Path, kind: str, tag: str) -> SequencePattern | Path:
     if kind == "alpha":
         ext = ".exr" if like.path.suffix.lower() == ".exr" else ".png"
     else:
