@@ -175,28 +175,21 @@ def gather_windows(x_cl: torch.Tensor, b, top, left, size) -> torch.Tensor:
     B, C, H, W = x_cl.shape
     if not x_cl.is_contiguous(memory_format=torch.channels_last):
         x_cl = x_cl.contiguous(memory_format=torch.channels_last)
-    n = b.shape[0]
     flat = x_cl.permute(0, 2, 3, 1).reshape(-1)
-    crosses = (left < 0) | (left + cols_n > W)
-    inner = (~crosses).nonzero().squeeze(1)
-    outer = crosses.nonzero().squeeze(1)
-    rows = None
-    if inner.numel():
-        r = top[inner, None] + torch.arange(rows_n, device=top.device)
-        starts = (b[inner, None] * H + r.clamp(0, H - 1)) * W + left[inner, None]
-        # Overlapping view: row i is the cols_n pixels from pixel i on. Advanced indexing reads
-        # it in place (index_select would first copy the whole overlapping view).
-        segments = torch.as_strided(flat, (flat.numel() // C - cols_n + 1, cols_n * C), (C, 1))
-        rows = segments[starts.reshape(-1)].reshape(-1, rows_n, cols_n, C)
-        off = ((r < 0) | (r >= H)).any(dim=1).nonzero().squeeze(1)  # windows crossing top/bottom
-        if off.numel():
-            rows[off] = rows[off] * ((r[off] >= 0) & (r[off] < H)).to(rows.dtype)[:, :, None, None]
-        if not outer.numel():
-            return rows
-    out = torch.empty((n, rows_n, cols_n, C), dtype=x_cl.dtype, device=x_cl.device)
-    if rows is not None:
-        out.index_copy_(0, inner, rows)
-    out.index_copy_(0, outer, _gather_pixels(x_cl, b[outer], top[outer], left[outer], rows_n, cols_n))
+    r = top[:, None] + torch.arange(rows_n, device=top.device)
+    # Windows crossing the left/right edge are read with a clamped start here and redone below.
+    col0 = left.clamp(0, max(W - cols_n, 0))
+    starts = (b[:, None] * H + r.clamp(0, H - 1)) * W + col0[:, None]
+    # Overlapping view: row i is the cols_n pixels from pixel i on. Advanced indexing reads it in
+    # place (index_select would first copy the whole overlapping view).
+    segments = torch.as_strided(flat, (flat.numel() // C - cols_n + 1, cols_n * C), (C, 1))
+    out = segments[starts.reshape(-1)].reshape(-1, rows_n, cols_n, C)
+    off = ((r < 0) | (r >= H)).any(dim=1).nonzero().squeeze(1)  # windows crossing top/bottom
+    if off.numel():
+        out[off] = out[off] * ((r[off] >= 0) & (r[off] < H)).to(out.dtype)[:, :, None, None]
+    outer = ((left < 0) | (left + cols_n > W)).nonzero().squeeze(1)
+    if outer.numel():
+        out[outer] = _gather_pixels(x_cl, b[outer], top[outer], left[outer], rows_n, cols_n)
     return out
 
 
@@ -317,19 +310,22 @@ class Matter:
         if self.is_refine:
             pha, fgr, err, ref = self._refine(src, bgr, settings)
         else:
-            pha, fgr, err, ref = self._base(src, bgr)
+            pha, fgr, err, ref = self._base(src[0], bgr[0])
         crop = (slice(None), slice(None), slice(0, H), slice(0, W))
         return MatteResult(pha[crop].float(), fgr[crop].float(), err[crop].float(), ref[crop].float())
 
     # -- internals ---------------------------------------------------------
 
-    def _prepare(self, x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    def _prepare(self, x: torch.Tensor, pad_h: int, pad_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frame in both layouts: NCHW, where resizing and adding three channels is fastest,
+        and channels-last, where patch windows are contiguous. Frames from HxWx3 arrays arrive
+        channels-last already, so one of the two is free."""
         x = x.to(self.device, torch.float32)
         if pad_h or pad_w:
             # Edge replication keeps the padded border looking like the frame, so the
             # network sees no artificial edge there.
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(), x.contiguous(memory_format=torch.channels_last)
 
     def _coarse(self, src_sm: torch.Tensor, bgr_sm: torch.Tensor) -> torch.Tensor:
         x = torch.cat([src_sm, bgr_sm], dim=1).to(self.dtype).contiguous(memory_format=torch.channels_last)
@@ -345,24 +341,25 @@ class Matter:
         return pha, fgr, err, torch.zeros_like(err)
 
     def _refine(self, src, bgr, settings):
+        """src, bgr: (NCHW, channels-last) pairs of the same (B, 3, H, W) frames."""
         scale = settings["backbone_scale"]
-        src_sm = F.interpolate(src, scale_factor=scale, mode="bilinear", align_corners=False,
+        src_sm = F.interpolate(src[0], scale_factor=scale, mode="bilinear", align_corners=False,
                                recompute_scale_factor=True)
-        bgr_sm = F.interpolate(bgr, scale_factor=scale, mode="bilinear", align_corners=False,
+        bgr_sm = F.interpolate(bgr[0], scale_factor=scale, mode="bilinear", align_corners=False,
                                recompute_scale_factor=True)
         y = self._coarse(src_sm, bgr_sm)
         pha_sm = y[:, 0:1].clamp(0.0, 1.0)
-        fgr_res_sm = y[:, 1:4]
+        fgr_res_sm = y[:, 1:4].contiguous()  # NCHW: three-channel resizes are fastest so
         err_sm = y[:, 4:5].clamp(0.0, 1.0)
         hid_sm = y[:, 5:].relu()
-        H, W = src.shape[2:]
+        B, _, H, W = src[0].shape
         if settings["refine_mode"] == "full":
-            pha, fgr_res = self._refine_full(src, bgr, pha_sm, fgr_res_sm, hid_sm)
-            ref_sm = torch.ones((src.shape[0], 1, H // 4, W // 4), device=src.device)
+            pha, fgr_res = self._refine_full(src[0], bgr[0], pha_sm, fgr_res_sm, hid_sm)
+            ref_sm = torch.ones((B, 1, H // 4, W // 4), device=src[0].device)
         else:
             pha, fgr_res, ref_sm = self._refine_patches(src, bgr, pha_sm, fgr_res_sm, err_sm, hid_sm, settings)
         pha = pha.clamp_(0.0, 1.0)
-        fgr = fgr_res.add_(src).clamp_(0.0, 1.0)
+        fgr = fgr_res.add_(src[0]).clamp_(0.0, 1.0)
         err = F.interpolate(err_sm, size=(H, W), mode="bilinear", align_corners=False)
         ref = ref_sm.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
         return pha, fgr, err, ref
@@ -379,25 +376,27 @@ class Matter:
         return out.add_(conv.bias.reshape(1, -1, 1, 1))
 
     def _stage1_convs(self, regions) -> torch.Tensor:
-        """conv1+ReLU, conv2+ReLU on [(N, h, w, 36), (N, h, w, 3), (N, h, w, 3)] (coarse, src,
-        bgr at half resolution) -> (N, h-4, w-4, 16) for 3x3 kernels (same size for 1x1)."""
+        """conv1+ReLU, conv2+ReLU on [(N, h, w, 36), (N, h, w, 6)] (coarse; src and bgr, at half
+        resolution) -> (N, h-4, w-4, 16) for 3x3 kernels (same size for 1x1)."""
         r = self.net_lp.refiner
-        t = torch.relu_(self._split_conv(r.conv1, ((0, 36), (36, 39), (39, 42)), regions))
+        t = torch.relu_(self._split_conv(r.conv1, ((0, 36), (36, 42)), regions))
         return torch.relu_(r.conv2(t)).permute(0, 2, 3, 1)
 
-    def _stage1_windows(self, sources, b, y, x, win, p, half):
+    def _stage1_windows(self, low, src, bgr, b, y, x, win, p, half):
         """Per patch: resize the sources to half resolution, crop each patch's window, convolve."""
         size = win + 2 * p - 2 if p else win
-        resized = [F.interpolate(t, size=half, mode="bilinear", align_corners=False) for t in sources]
-        return self._stage1_convs([gather_windows(t, b, 2 * y - p, 2 * x - p, size) for t in resized])
+        a = F.interpolate(low, size=half, mode="bilinear", align_corners=False)
+        s = torch.cat([F.interpolate(t[0], size=half, mode="bilinear", align_corners=False) for t in (src, bgr)], 1)
+        s = s.contiguous(memory_format=torch.channels_last)
+        return self._stage1_convs([gather_windows(t, b, 2 * y - p, 2 * x - p, size) for t in (a, s)])
 
-    def _stage1_tiles(self, sources, b, y, x, win, p, half):
+    def _stage1_tiles(self, low, src, bgr, b, y, x, win, p, half):
         """conv1/conv2 outputs depend only on position, and the windows of neighbouring patches
         overlap, so where the selected patches cluster (as they do along a subject's edge) it is
         cheaper to compute them once, densely, on the tiles the patches touch, each tile resampled
         straight from the small source. Returns None where per-patch windows would be cheaper."""
         S = self.TILE
-        B = sources[1].shape[0]
+        B = low.shape[0]
         hh, wh = half
         halo = 2 * p - 2 if p else 0
         nty, ntx = -(-(hh + 2) // S), -(-(wh + 2) // S)
@@ -408,19 +407,24 @@ class Matter:
             return None
         tb, t_r, t_c = keys // (nty * ntx), (keys // ntx) % nty, keys % ntx
         top, left = t_r * S - p, t_c * S - p
-        tiles = self._stage1_convs([resample_regions(t, tb, top, left, half, S + halo) for t in sources])
+        size = S + halo
+        tiles = self._stage1_convs([
+            resample_regions(low, tb, top, left, half, size),
+            torch.cat([resample_regions(t[1], tb, top, left, half, size) for t in (src, bgr)], dim=3)])
         conv2_map = torch.empty((B, nty * S, ntx * S, tiles.shape[3]), dtype=tiles.dtype, device=tiles.device)
         conv2_map.view(B, nty, S, ntx, S, -1).permute(0, 1, 3, 2, 4, 5)[tb, t_r, t_c] = tiles
         return gather_windows(conv2_map.permute(0, 3, 1, 2), b, 2 * y, 2 * x, win)
 
     def _refine_patches(self, src, bgr, pha_sm, fgr_res_sm, err_sm, hid_sm, settings):
-        B, _, H, W = src.shape
+        """src, bgr: (NCHW, channels-last) pairs. Returns full-size alpha and foreground residual
+        (NCHW) with the selected patches refined, and the (B, 1, H/4, W/4) selection."""
+        B, _, H, W = src[0].shape
         hh, wh, hq, wq = H // 2, W // 2, H // 4, W // 4
         err_q = F.interpolate(err_sm, size=(hq, wq), mode="bilinear", align_corners=False)
         ref = select_patches(err_q, settings["refine_mode"], int(settings["refine_sample_pixels"]),
                              settings["refine_threshold"], self.prevent_oversampling)
         pha = F.interpolate(pha_sm, size=(H, W), mode="bilinear", align_corners=False)
-        fgr_res = F.interpolate(fgr_res_sm, size=(H, W), mode="bilinear", align_corners=False)
+        fgr_res = F.interpolate(fgr_res_sm, size=(H, W), mode="bilinear", align_corners=False)  # NCHW
         idx = torch.nonzero(ref.squeeze(1))
         if idx.shape[0] == 0:
             return pha, fgr_res, ref
@@ -432,16 +436,16 @@ class Matter:
 
         # Stage 1, conv1+conv2 at half resolution: (N, win, win, 16) per patch.
         low = torch.cat([hid_sm, pha_sm, fgr_res_sm], dim=1).contiguous(memory_format=torch.channels_last)
-        sources = (low, src, bgr)  # resampled to half resolution on the way in, as the reference does
-        mid = None if self.stage1 == "windows" else self._stage1_tiles(sources, b, y, x, win, p, (hh, wh))
+        args = (low, src, bgr, b, y, x, win, p, (hh, wh))  # sources are resized to half resolution inside
+        mid = None if self.stage1 == "windows" else self._stage1_tiles(*args)
         if mid is None:
-            mid = self._stage1_windows(sources, b, y, x, win, p, (hh, wh))
+            mid = self._stage1_windows(*args)
 
         # Stage 2, per patch at full resolution: nearest 2x of its conv2 block (as the reference's
         # resize), beside the full-resolution src/bgr window, through conv3 and conv4.
         mid = mid.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
-        full = [gather_windows(t, b, 4 * y - q, 4 * x - q, 2 * win) for t in (src, bgr)]
-        z = torch.relu_(self._split_conv(r.conv3, ((0, 16), (16, 19), (19, 22)), [mid, *full]))
+        full = torch.cat([gather_windows(t[1], b, 4 * y - q, 4 * x - q, 2 * win) for t in (src, bgr)], dim=3)
+        z = torch.relu_(self._split_conv(r.conv3, ((0, 16), (16, 22)), [mid, full]))
         patches = r.conv4(z).float()  # (N, 4, 4, 4): alpha + foreground residual
         for target, channels in ((pha, slice(0, 1)), (fgr_res, slice(1, 4))):
             c = target.shape[1]
