@@ -479,23 +479,23 @@ def make_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_
             last_subject[i] = _subject_layers(look, float(plate_times[i]), width, height, subject_scale)
         return last_subject[i]
 
-    def render_plate(i: int) -> np.ndarray:
-        r = frame_rng(0, i)
-        img = cv2.warpPerspective(scene, plate_h[i], (width, height), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REFLECT)
+    def view(take: int, k: int, plane: np.ndarray, h: np.ndarray, size: tuple[int, int]):
+        """Frame k of a take: the scene plane through the camera, with this frame's flicker."""
+        r = frame_rng(take, k)
+        img = cv2.warpPerspective(plane, h, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if flicker:
             img *= np.float32(1 + flicker * r.standard_normal())
+        return img, r
+
+    def render_plate(i: int) -> np.ndarray:
+        img, r = view(0, i, scene, plate_h[i], (width, height))
         if subject:
             a, fg, (x0, y0) = subject_layers(i)
             _blend_mask_float(img, a, fg, x0, y0)
         return _add_noise(img, noise, r)
 
     def render_clean(j: int) -> np.ndarray:
-        r = frame_rng(1, j)
-        img = cv2.warpPerspective(clean_scene, clean_h[j], (cw, ch), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REFLECT)
-        if flicker:
-            img *= np.float32(1 + flicker * r.standard_normal())
+        img, r = view(1, j, clean_scene, clean_h[j], (cw, ch))
         return _add_noise(img, noise, r)
 
     def render_alpha(i: int) -> np.ndarray:
