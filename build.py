@@ -46,7 +46,7 @@ def _setup_fingerprint() -> str:
 def setup() -> None:
     if STAMP.exists() and STAMP.read_text() == _setup_fingerprint() and PY.exists():
         return
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - build.py must explain itself on an older Python
         sys.exit(f"build.py: Python 3.11+ is required, this is {sys.version.split()[0]}")
     if not PY.exists():
         print(f"creating {VENV}", flush=True)
