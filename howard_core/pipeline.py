@@ -229,10 +229,14 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
                     if mask is not None and mask.shape != work.shape[:2]:
                         mask = None
                     res = aligner.align_frame(i, work, subject_mask=mask)
-                    return n, native, work, res.background, res.to_qc(), bool(res.flagged)
+                    frame_qc = res.to_qc()
+                    frame_qc["clean_source"] = clean.path_for(clean_numbers[frame_qc["clean_frame"]])
+                    return n, native, work, res.background, frame_qc, bool(res.flagged)
                 j = int(round(min(max((clean_offset or 0.0) + scale * i, 0), len(clean_numbers) - 1)))
                 bg = resize_to(get_clean(j), src.width, src.height)
-                return n, native, work, bg, {"clean_frame": clean_numbers[j], "aligned": False}, False
+                # clean_frame is the clip index, as the aligner reports it and --clean-offset counts it.
+                frame_qc = {"clean_frame": j, "clean_source": clean.path_for(clean_numbers[j]), "aligned": False}
+                return n, native, work, bg, frame_qc, False
 
             timings = {"matte": 0.0}
             done = [0]
