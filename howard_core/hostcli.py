@@ -1,0 +1,601 @@
+"""Host kit: what the Nuke node and the Blender add-on share, with no host and no torch.
+
+Host adapters run `howard matte ... --progress json` as a subprocess (a host's own Python
+usually cannot import torch) and turn its output into progress, errors and a matte
+sequence to load back. Everything here is the Python standard library only, so a host can
+use this file even where the rest of `howard_core` cannot be imported:
+
+    argv = matte_command(plate, clean_plate, out_folder, MatteOptions(preset="hd"))
+    job = Job(argv).start()
+    while not job.finished:           # a host polls from a timer or a worker thread
+        for event in job.poll(): ...  # "start" / "frame" / "done" dicts, as the CLI prints them
+    job.error                         # the CLI's one-line error, or None
+    job.result()                      # MatteResult: the written pattern, frames on disk, report
+
+`run(argv, on_event, should_cancel)` does the same loop, blocking.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The `howard matte` choices (howard_core.cli); tests check they stay in step with the parser.
+PRESETS = ("hd", "4k")
+REFINE_MODES = ("sampling", "thresholding", "full")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+FORMATS = ("exr", "png", "alpha", "prores")
+MISSING = ("error", "hold")
+LAYERS = ("fg", "err", "ref", "bg")
+EVENTS = ("start", "frame", "done")
+
+# A killed job keeps every finished frame (they are renamed into place), so stopping is safe.
+CANCEL_GRACE_S = 10.0
+# Environment a host's Python sets for itself that would break another interpreter.
+_HOST_PYTHON_ENV = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE")
+_ERROR = re.compile(r"^howard(?: [\w-]+)?: error: (.*)$")
+_TOKEN = re.compile(r"#+|@+|%(0?\d*)d")
+_NUMBERED = re.compile(r"^(.*?)(\d+)(\.[A-Za-z0-9]+)$")
+
+
+class HostError(Exception):
+    """A failure a host shows to its user as one line (no traceback)."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# building command lines
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MatteOptions:
+    """The `howard matte` options a host exposes; None / defaults are left to the CLI."""
+
+    frames: str | None = None
+    model: str | None = None
+    preset: str | None = None
+    backbone_scale: float | None = None
+    refine_mode: str | None = None
+    sample_pixels: int | None = None
+    refine_threshold: float | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    colorspace: str | None = None
+    clean_colorspace: str | None = None
+    ocio_config: str | None = None
+    missing: str = "error"
+    align: bool = True
+    window: int | None = None
+    clean_offset: float | None = None
+    clean_scale: float | None = None
+    batch_size: int | None = None
+    layers: tuple[str, ...] = ()
+    format: str | None = None
+    resume: bool = False
+    report: str | None = None
+
+    def validate(self) -> None:
+        """Raise HostError for a value the CLI would refuse, before a process is started."""
+        for name, value, allowed in (("preset", self.preset, PRESETS), ("refine mode", self.refine_mode, REFINE_MODES),
+                                     ("precision", self.precision, PRECISIONS), ("format", self.format, FORMATS),
+                                     ("missing", self.missing, MISSING)):
+            if value is not None and value not in allowed:
+                raise HostError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+        unknown = [x for x in self.layers if x not in LAYERS]
+        if unknown:
+            raise HostError(f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(LAYERS)}")
+        for name, value in (("sample pixels", self.sample_pixels), ("batch size", self.batch_size),
+                            ("window", self.window)):
+            if value is not None and int(value) < (0 if name == "window" else 1):
+                raise HostError(f"{name} must be {'0 or more' if name == 'window' else 'at least 1'}, got {value}")
+        if self.frames is not None and not re.fullmatch(r"[\d,\-x ]+", str(self.frames)):
+            raise HostError(f"frame range {self.frames!r}: use forms like 1001-1100, 1001-1100x2 or 1,5,7-9")
+
+    def to_args(self) -> list[str]:
+        self.validate()
+        args: list[str] = []
+
+        def opt(flag: str, value) -> None:
+            if value is not None and str(value).strip() != "":
+                args.extend([flag, str(value).strip() if isinstance(value, str) else _number(value)])
+
+        opt("--frames", self.frames)
+        opt("--model", self.model)
+        opt("--preset", self.preset)
+        opt("--backbone-scale", self.backbone_scale)
+        opt("--refine-mode", self.refine_mode)
+        opt("--sample-pixels", self.sample_pixels)
+        opt("--refine-threshold", self.refine_threshold)
+        opt("--device", self.device or "auto")
+        opt("--precision", self.precision or "auto")
+        opt("--colorspace", self.colorspace)
+        opt("--clean-colorspace", self.clean_colorspace)
+        opt("--ocio-config", self.ocio_config)
+        opt("--missing", self.missing or "error")
+        opt("--window", self.window)
+        opt("--clean-offset", self.clean_offset)
+        opt("--clean-scale", self.clean_scale)
+        opt("--batch-size", self.batch_size)
+        opt("--format", self.format)
+        if self.layers:
+            args.extend(["--layers", ",".join(self.layers)])
+        if not self.align:
+            args.append("--no-align")
+        if self.resume:
+            args.append("--resume")
+        opt("--report", self.report)
+        return args
+
+
+def _number(value) -> str:
+    if isinstance(value, bool):
+        raise HostError(f"expected a number, got {value!r}")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)) if abs(value) < 1e15 else repr(value)
+    return str(value)
+
+
+def resolve_runner(cli: str | None = None, python: str | None = None, environ=None, which=shutil.which) -> list[str]:
+    """The argv prefix that runs Howard's CLI.
+
+    In order: `cli` (path to the `howard` executable), `python` (an interpreter with
+    howard installed: `python -m howard_core.cli`), then $HOWARD_CLI, $HOWARD_PYTHON,
+    then `howard` on PATH. Hosts pass their own setting (knob, preference) as cli/python.
+    """
+    env = os.environ if environ is None else environ
+    candidates = ((cli, False, "the Howard CLI setting"), (python, True, "the Howard Python setting"),
+                  (env.get("HOWARD_CLI"), False, "$HOWARD_CLI"), (env.get("HOWARD_PYTHON"), True, "$HOWARD_PYTHON"))
+    for value, as_python, origin in candidates:
+        if value and str(value).strip():
+            path = os.path.expanduser(str(value).strip())
+            found = path if os.path.isfile(path) else which(path)
+            if not found:
+                raise HostError(f"{origin} names {path}, which is not an executable file; fix the path")
+            return [found, "-m", "howard_core.cli"] if as_python else [found]
+    found = which("howard")
+    if found:
+        return [found]
+    raise HostError("the howard command was not found: set HOWARD_CLI to the `howard` executable of the Python "
+                    "environment where Howard is installed (or HOWARD_PYTHON to that environment's python)")
+
+
+def _absolute(path, cwd) -> str:
+    path = os.path.expanduser(os.fspath(path))
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(cwd or os.getcwd(), path))
+
+
+def matte_command(plate, clean_plate, output, options: MatteOptions | None = None, runner: list[str] | None = None,
+                  cwd=None) -> list[str]:
+    """argv for `howard matte` with JSON progress; paths are made absolute (against `cwd`)
+    so the events name files the host can open whatever the job's working folder."""
+    for name, value in (("plate", plate), ("clean plate", clean_plate), ("output", output)):
+        if value is None or not str(value).strip():
+            raise HostError(f"no {name} given; set the {name} path")
+    out = str(output).strip()
+    folder_like = out.endswith(("/", os.sep)) or not Path(out).suffix
+    output_arg = _absolute(out, cwd) + (os.sep if folder_like else "")
+    args = (options or MatteOptions()).to_args()
+    return [*(runner or resolve_runner()), "matte", _absolute(str(plate).strip(), cwd),
+            _absolute(str(clean_plate).strip(), cwd), "-o", output_arg, *args, "--progress", "json"]
+
+
+def export_nuke_command(output, model: str | None = None, backbone_scale: float | None = None,
+                        refine_mode: str | None = None, sample_pixels: int | None = None,
+                        runner: list[str] | None = None, cwd=None) -> list[str]:
+    """argv for `howard export-nuke` (TorchScript for Nuke's Inference node)."""
+    if output is None or not str(output).strip():
+        raise HostError("no output file given for the TorchScript export")
+    if refine_mode is not None and refine_mode not in REFINE_MODES:
+        raise HostError(f"refine mode {refine_mode!r} is not one of {', '.join(REFINE_MODES)}")
+    argv = [*(runner or resolve_runner()), "export-nuke", "-o", _absolute(str(output).strip(), cwd)]
+    for flag, value in (("--model", model), ("--backbone-scale", backbone_scale), ("--refine-mode", refine_mode),
+                        ("--sample-pixels", sample_pixels)):
+        if value is not None and str(value).strip() != "":
+            argv += [flag, str(value).strip() if isinstance(value, str) else _number(value)]
+    return argv
+
+
+def format_command(argv: list[str]) -> str:
+    """The argv as one line a user can paste into their shell (for logs and error reports)."""
+    argv = [str(a) for a in argv]
+    return subprocess.list2cmdline(argv) if os.name == "nt" else " ".join(shlex.quote(a) for a in argv)
+
+
+def subprocess_env(environ=None) -> dict:
+    """The environment for the howard process: the host's, minus the Python variables a host
+    sets for its own interpreter, with unbuffered UTF-8 output."""
+    env = dict(os.environ if environ is None else environ)
+    for name in _HOST_PYTHON_ENV:
+        env.pop(name, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------
+# reading the CLI's output
+# ---------------------------------------------------------------------------------------------------
+
+
+def parse_event(line) -> dict | None:
+    """One `--progress json` line -> the event dict, or None for anything else (noise, blank)."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")
+    text = str(line).strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("event") not in EVENTS:
+        return None
+    return event
+
+
+def error_message(stderr_lines, returncode: int | None) -> str | None:
+    """The one line to show for a finished job: the CLI's `howard: error: ...` text (an
+    argparse complaint, an interruption, else the last stderr line); None on success."""
+    lines = [str(x).strip() for x in stderr_lines if str(x).strip()]
+    for line in reversed(lines):
+        m = _ERROR.match(line)
+        if m:
+            return m.group(1).strip()
+    if returncode in (0, None):
+        return None
+    for line in reversed(lines):
+        if line.startswith("howard: "):
+            return line[len("howard: "):]
+    tail = f": {lines[-1]}" if lines else ""
+    return f"howard stopped with exit code {returncode}{tail}"
+
+
+class Progress:
+    """Folds events into what a progress bar and status line need."""
+
+    def __init__(self):
+        self.total = 0
+        self.done = 0
+        self.skipped = 0
+        self.frame: int | None = None
+        self.fps: float | None = None
+        self.eta_s: float | None = None
+        self.flagged: list[int] = []
+        self.output: str | None = None
+        self.report: str | None = None
+        self.finished = False
+        self.warnings: list[str] = []
+        self.last_reason: str | None = None
+
+    def feed(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self.total = int(event.get("total") or 0)
+            self.skipped = int(event.get("skipped") or 0)
+            self.output = event.get("output") or self.output
+            if not (event.get("model") or {}).get("trained", True):
+                self.warnings.append("Howard ran with UNTRAINED stand-in weights, so the alpha is meaningless; install "
+                                     "the official BGMv2 weights (howard weights install) and pick that model")
+        elif kind == "frame":
+            self.frame = event.get("frame")
+            self.done = int(event.get("done") or self.done)
+            self.total = int(event.get("total") or self.total)
+            self.fps = event.get("fps")
+            self.eta_s = event.get("eta_s")
+            if event.get("flagged") and self.frame is not None and self.frame not in self.flagged:
+                self.flagged.append(self.frame)
+                self.last_reason = event.get("reason")
+        elif kind == "done":
+            self.finished = True
+            self.done = int(event.get("done") or self.done)
+            self.total = int(event.get("total") or self.total)
+            self.output = event.get("output") or self.output
+            self.report = event.get("report") or self.report
+            self.flagged = sorted(set(self.flagged) | set(event.get("flagged_frames") or []))
+
+    @property
+    def fraction(self) -> float:
+        if self.finished:
+            return 1.0
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+    def status(self) -> str:
+        """A short status line, e.g. `Howard: frame 1003 (3/12), 2.1 fps, 4 s left, 1 flagged`."""
+        if self.finished:
+            text = f"Howard: done, {self.done} frames"
+        elif self.frame is None:
+            text = f"Howard: starting, {self.total} frames" if self.total else "Howard: starting"
+        else:
+            text = f"Howard: frame {self.frame} ({self.done}/{self.total})"
+            if self.fps:
+                text += f", {self.fps:.1f} fps"
+            if self.eta_s is not None:
+                text += f", {self.eta_s:.0f} s left"
+        if self.flagged:
+            text += f", {len(self.flagged)} flagged for review"
+        return text
+
+
+# ---------------------------------------------------------------------------------------------------
+# finding what was written
+# ---------------------------------------------------------------------------------------------------
+
+
+def _split_pattern(pattern: str):
+    name = os.path.basename(pattern)
+    tokens = list(_TOKEN.finditer(name))
+    if len(tokens) != 1:
+        return None
+    tok = tokens[0]
+    padding = len(tok.group(0)) if tok.group(0)[0] in "#@" else int(tok.group(1) or 0)
+    return os.path.dirname(pattern), name[: tok.start()], name[tok.end():], 0 if padding == 1 else padding
+
+
+def frame_files(pattern, cwd=None) -> dict[int, str]:
+    """{frame: path} of the files on disk matching `plate.####.exr` / `%04d` / `@@@@` (as
+    Howard names them: padding is a minimum width); {} for a name with no frame token."""
+    parts = _split_pattern(_absolute(pattern, cwd))
+    if parts is None:
+        return {}
+    folder, prefix, suffix, padding = parts
+    rx = re.compile(re.escape(prefix) + r"(\d+)" + re.escape(suffix) + "$")
+    found = {}
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return {}
+    for name in names:
+        m = rx.match(name)
+        if not m:
+            continue
+        digits = m.group(1)
+        if len(digits) == padding or (len(digits) > padding and (digits[0] != "0" or digits == "0")):
+            found[int(digits)] = os.path.join(folder, name)
+    return dict(sorted(found.items()))
+
+
+def frame_path(pattern: str, frame: int) -> str:
+    """The file of `frame` in `pattern` (`/x/matte.####.exr`, 1001 -> `/x/matte.1001.exr`)."""
+    parts = _split_pattern(pattern)
+    if parts is None:
+        return pattern
+    folder, prefix, suffix, padding = parts
+    return os.path.join(folder, f"{prefix}{frame:0{padding}d}{suffix}")
+
+
+def sequence_pattern_for_file(path) -> str | None:
+    """`/x/plate.1001.exr` -> `/x/plate.####.exr` (one `#` per digit); None when the name
+    carries no frame number. Hosts hold image sequences as one frame's file name."""
+    path = os.fspath(path)
+    m = _NUMBERED.match(os.path.basename(path))
+    if not m:
+        return None
+    return os.path.join(os.path.dirname(path), m.group(1) + "#" * len(m.group(2)) + m.group(3))
+
+
+def default_output_folder(plate) -> str:
+    """Where mattes go when the user names no folder: `howard/` beside the plate."""
+    return os.path.join(os.path.dirname(os.path.abspath(os.fspath(plate))), "howard") + os.sep
+
+
+@dataclass
+class MatteResult:
+    """What a successful `howard matte` run wrote."""
+
+    output: str  # pattern (`/x/plate_matte.####.exr`) or single file (movie, still)
+    report: str | None
+    frames: dict[int, str] = field(default_factory=dict)  # frame -> file, from the disk
+    flagged: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def is_sequence(self) -> bool:
+        return _split_pattern(self.output) is not None
+
+    @property
+    def first(self) -> int | None:
+        return next(iter(self.frames), None)
+
+    @property
+    def last(self) -> int | None:
+        return next(reversed(self.frames), None) if self.frames else None
+
+    @property
+    def first_file(self) -> str | None:
+        if self.frames:
+            return self.frames[self.first]
+        return None if self.is_sequence else self.output
+
+
+def result_from(progress: Progress, cwd=None) -> MatteResult:
+    """The MatteResult for a job whose `done` event has been seen."""
+    if not progress.finished or not progress.output:
+        raise HostError("howard finished without reporting its output (no `done` event); see the job log")
+    output = _absolute(progress.output, cwd)
+    report = _absolute(progress.report, cwd) if progress.report else None
+    result = MatteResult(output, report, frame_files(output), list(progress.flagged), list(progress.warnings))
+    if result.is_sequence and not result.frames:
+        raise HostError(f"{output}: howard reported success but no frames are on disk; check the output folder")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------------
+
+
+class Job:
+    """One howard process, read by background threads so a host's UI thread never blocks.
+
+    `poll()` returns the events that arrived since the last call (and folds them into
+    `progress`); `finished`, `error`, `cancelled` and `result()` tell how it ended.
+    """
+
+    def __init__(self, argv: list[str], cwd=None, environ=None, expect_done: bool = True):
+        self.argv = [str(a) for a in argv]
+        self.expect_done = expect_done  # False for commands without progress events (export-nuke)
+        self.cwd = os.fspath(cwd) if cwd is not None else None
+        self.env = subprocess_env(environ)
+        self.progress = Progress()
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=200)
+        self.noise: collections.deque[str] = collections.deque(maxlen=50)  # non-JSON stdout lines
+        self.cancelled = False
+        self.proc: subprocess.Popen | None = None
+        self._events: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._killer: threading.Timer | None = None
+
+    def start(self) -> Job:
+        kwargs = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+        else:
+            kwargs["start_new_session"] = True  # a Ctrl-C in the host's terminal is not the job's
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, cwd=self.cwd, env=self.env, text=True,
+                                         encoding="utf-8", errors="replace", bufsize=1, **kwargs)
+        except OSError as exc:
+            raise HostError(f"could not start {self.argv[0]}: {exc.strerror or exc}") from exc
+        for target, stream in ((self._read_stdout, self.proc.stdout), (self._read_stderr, self.proc.stderr)):
+            t = threading.Thread(target=target, args=(stream,), name="howard-job-reader", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _read_stdout(self, stream) -> None:
+        for line in stream:
+            event = parse_event(line)
+            if event is not None:
+                self._events.put(event)
+            elif line.strip():
+                self.noise.append(line.rstrip("\n"))
+        stream.close()
+
+    def _read_stderr(self, stream) -> None:
+        for line in stream:
+            self.stderr_tail.append(line.rstrip("\n"))
+        stream.close()
+
+    def poll(self, on_event=None) -> list[dict]:
+        """New events since the last call, each folded into `progress` and then handed to
+        `on_event(event, progress)` if given; never blocks."""
+        events = []
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            self.progress.feed(event)
+            events.append(event)
+            if on_event is not None:
+                on_event(event, self.progress)
+        return events
+
+    @property
+    def finished(self) -> bool:
+        """True once the process has exited and all its output has been read (and polled)."""
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        if any(t.is_alive() for t in self._threads):
+            return False
+        return self._events.empty()
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    @property
+    def error(self) -> str | None:
+        """The one line to show when the job failed; None while running or on success."""
+        if not self.finished:
+            return None
+        if self.cancelled:
+            return "cancelled; finished frames are kept, pull again with resume on to continue"
+        message = error_message(self.stderr_tail, self.returncode)
+        if message is None and self.expect_done and not self.progress.finished:
+            message = "howard exited without finishing the job (no `done` event)"
+        return message
+
+    def result(self) -> MatteResult:
+        if self.error is not None:
+            raise HostError(self.error)
+        return result_from(self.progress, self.cwd)
+
+    def cancel(self) -> None:
+        """Ask the job to stop (SIGINT where there is one, so it stops between frames), then
+        kill it if it is still running after CANCEL_GRACE_S. Never blocks."""
+        self.cancelled = True
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            if os.name == "nt":
+                proc.terminate()
+            else:
+                proc.send_signal(signal.SIGINT)
+        except OSError:
+            return
+        self._killer = threading.Timer(CANCEL_GRACE_S, self._kill)
+        self._killer.daemon = True
+        self._killer.start()
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.kill()
+            except OSError:
+                pass
+
+    def wait(self, timeout: float | None = None, interval: float = 0.05) -> bool:
+        """Block until finished (for scripts and tests); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(interval)
+        return True
+
+
+def run(argv: list[str], on_event=None, should_cancel=None, poll_interval: float = 0.1, cwd=None,
+        environ=None) -> MatteResult:
+    """Run a matte job to the end, calling `on_event(event, progress)` for every event and
+    stopping when `should_cancel()` turns true; returns the MatteResult or raises HostError."""
+    job = Job(argv, cwd=cwd, environ=environ).start()
+    while True:
+        job.poll(on_event)
+        if job.finished:
+            break
+        if should_cancel is not None and not job.cancelled and should_cancel():
+            job.cancel()
+        time.sleep(poll_interval)
+    return job.result()
+
+
+def main(argv=None) -> int:
+    """`python -m howard_core.hostcli --where`: print this file's path (hosts locate it with this)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--where"]:
+        print(os.path.abspath(__file__))
+        return 0
+    print("usage: python -m howard_core.hostcli --where", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
