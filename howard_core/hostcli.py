@@ -421,6 +421,14 @@ class MatteResult:
             return self.frames[self.first]
         return None if self.is_sequence else self.output
 
+    def summary(self) -> list[str]:
+        """Lines for the user: what was written, then flagged frames and warnings, if any."""
+        lines = [f"Howard wrote {len(self.frames) or 1} frame(s): {self.output}"]
+        if self.flagged:
+            shown = ", ".join(str(f) for f in self.flagged[:12]) + (" ..." if len(self.flagged) > 12 else "")
+            lines.append(f"{len(self.flagged)} frame(s) flagged for review (alignment): {shown}; see {self.report}")
+        return lines + list(self.warnings)
+
 
 def result_from(progress: Progress, cwd=None) -> MatteResult:
     """The MatteResult for a job whose `done` event has been seen."""

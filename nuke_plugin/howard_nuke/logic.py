@@ -93,13 +93,3 @@ def output_folder(knob_value, plate_path, script_path, node_name, tempdir):
 def nuke_path(path):
     """Nuke's file knobs take forward slashes on every platform."""
     return str(path).replace("\\", "/")
-
-
-def summary(result):
-    """The lines to show after a pull: frames, flagged frames, warnings."""
-    lines = [f"Howard wrote {len(result.frames) or 1} frame(s): {result.output}"]
-    if result.flagged:
-        shown = ", ".join(str(f) for f in result.flagged[:12]) + (" ..." if len(result.flagged) > 12 else "")
-        lines.append(f"{len(result.flagged)} frame(s) flagged for review (alignment): {shown}; see {result.report}")
-    lines.extend(result.warnings)
-    return lines

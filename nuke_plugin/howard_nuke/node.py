@@ -221,7 +221,7 @@ def _finish(name, job):
     read["on_error"].setValue("black")
     read["reload"].execute()
     node.node(COPY)["disable"].setValue(False)
-    lines = logic.summary(result)
+    lines = result.summary()
     _set_status(node, lines[0] + (f"; {len(result.flagged)} flagged" if result.flagged else ""))
     if len(lines) > 1:
         _message("\n".join(lines))
