@@ -1,0 +1,102 @@
+"""The add-on's decisions that need no Blender: settings -> options, input paths, where
+outputs go, Image-node timing. Importable (and tested) without bpy."""
+
+import os
+
+PRESET_ITEMS = (("DEFAULT", "Default", "The model's own settings"), ("hd", "HD", "Published settings for HD plates"),
+                ("4k", "4K", "Published settings for 4K plates"))
+REFINE_ITEMS = (("DEFAULT", "Default", "The model's own refine mode"),
+                ("sampling", "Sampling", "Refine a fixed number of pixels per frame"),
+                ("thresholding", "Thresholding", "Refine where the error is above a threshold"),
+                ("full", "Full", "Refine every pixel (slowest)"))
+DEVICE_ITEMS = (("auto", "Auto", "CUDA when available, else CPU"), ("cpu", "CPU", ""), ("cuda", "CUDA", ""))
+PRECISION_ITEMS = (("auto", "Auto", ""), ("fp32", "FP32", ""), ("bf16", "BF16", ""), ("fp16", "FP16", ""))
+SOURCE_ITEMS = (("FILE", "File", "A file path: plate.####.exr, plate.%04d.dpx, a movie or a still"),
+                ("IMAGE", "Image", "An Image datablock (single image, sequence or movie)"),
+                ("CLIP", "Movie Clip", "A Movie Clip datablock (movie or sequence)"))
+EXTRA_LAYERS = ("fg", "err", "ref", "bg")
+# Howard reads these as movies (howard_core.io.source), numbering their frames from 0.
+MOVIE_EXTENSIONS = (".mp4", ".mov", ".mxf", ".avi", ".mkv", ".m4v", ".webm")
+
+
+def _text(value):
+    return str(value).strip() if value is not None and str(value).strip() else None
+
+
+def input_path(kind, file_path, datablock, abspath, hostcli):
+    """The path Howard reads for one input.
+
+    kind: FILE | IMAGE | CLIP. For FILE, `file_path` (may be `//`-relative). For IMAGE and
+    CLIP, `datablock` (an Image or MovieClip: `filepath`, `source`, `library`); a
+    sequence is held as one frame's file name, so it becomes a `####` pattern.
+    `abspath(path, library)` is bpy.path.abspath.
+    """
+    if kind == "FILE":
+        path = _text(file_path)
+        return abspath(path, None) if path else None
+    if datablock is None or not _text(datablock.filepath):
+        return None
+    path = os.path.normpath(abspath(datablock.filepath, getattr(datablock, "library", None)))
+    if datablock.source == "SEQUENCE":
+        return hostcli.sequence_pattern_for_file(path) or path
+    return path
+
+
+def options_from_settings(settings, hostcli):
+    """hostcli.MatteOptions from the panel's settings (the Scene's Howard property group)."""
+    return hostcli.MatteOptions(
+        frames=_text(settings.frame_range),
+        model=_text(settings.model),
+        preset=None if settings.preset == "DEFAULT" else settings.preset,
+        refine_mode=None if settings.refine_mode == "DEFAULT" else settings.refine_mode,
+        sample_pixels=settings.sample_pixels or None,
+        device=settings.device,
+        precision=settings.precision,
+        colorspace=_text(settings.plate_colorspace),
+        clean_colorspace=_text(settings.clean_colorspace),
+        missing="hold" if settings.hold_missing else "error",
+        align=not settings.locked_off,
+        layers=EXTRA_LAYERS if settings.extra_layers else (),
+        resume=settings.resume,
+    )
+
+
+def is_movie(path):
+    return os.path.splitext(str(path))[1].lower() in MOVIE_EXTENSIONS
+
+
+def output_folder(setting, plate_path, blend_path, abspath):
+    """The folder for the mattes: the panel's (may be `//`-relative, which needs a saved
+    .blend); else `howard/` beside the plate."""
+    value = _text(setting)
+    if value:
+        if value.startswith("//") and not blend_path:
+            raise ValueError("the output folder is relative to the .blend file; save the file first or pick a folder")
+        return abspath(value, None)
+    return os.path.join(os.path.dirname(plate_path), "howard")
+
+
+def image_user_settings(first, last, scene_start=None):
+    """Image-node timing that shows file frame `first` at scene frame `scene_start` (None:
+    at scene frame `first`, so scene frame numbers equal file frame numbers), holding the
+    last frame after `last`."""
+    start = first if scene_start is None else scene_start
+    return {"frame_start": start, "frame_offset": first - 1, "frame_duration": last - first + 1}
+
+
+def plate_user_settings(matte_first, matte_last, plate_is_movie, scene_start=None):
+    """Timing for the plate's Image node so it shows the plate frame each matte frame was
+    pulled from. Howard numbers movie frames from 0, Blender's image user from 1."""
+    shift = 1 if plate_is_movie else 0
+    settings = image_user_settings(matte_first + shift, matte_last + shift, scene_start)
+    if scene_start is None:
+        settings["frame_start"] = matte_first  # keep the matte's numbering on the timeline
+    return settings
+
+
+def file_frame_at(scene_frame, settings):
+    """The file frame number an Image node with `settings` shows at `scene_frame`, as
+    Blender's image user computes it (BKE_image_user_frame_get, non-cyclic): the position
+    in the clip, clamped to 0..frame_duration, plus frame_offset."""
+    position = min(max(scene_frame - settings["frame_start"] + 1, 0), settings["frame_duration"])
+    return position + settings["frame_offset"]
