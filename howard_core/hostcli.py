@@ -176,7 +176,7 @@ def resolve_runner(cli: str | None = None, python: str | None = None, environ=No
 
 def _absolute(path, cwd) -> str:
     path = os.path.expanduser(os.fspath(path))
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(cwd or os.getcwd(), path))
+    return os.path.normpath(path if os.path.isabs(path) else os.path.join(cwd or os.getcwd(), path))
 
 
 def matte_command(plate, clean_plate, output, options: MatteOptions | None = None, runner: list[str] | None = None,
@@ -188,7 +188,9 @@ def matte_command(plate, clean_plate, output, options: MatteOptions | None = Non
             raise HostError(f"no {name} given; set the {name} path")
     out = str(output).strip()
     folder_like = out.endswith(("/", os.sep)) or not Path(out).suffix
-    output_arg = _absolute(out, cwd) + (os.sep if folder_like else "")
+    output_arg = _absolute(out, cwd)  # normalised: no trailing separator
+    if folder_like and not output_arg.endswith(os.sep):
+        output_arg += os.sep  # Howard reads a trailing separator as "this is a folder"
     args = (options or MatteOptions()).to_args()
     return [*(runner or resolve_runner()), "matte", _absolute(str(plate).strip(), cwd),
             _absolute(str(clean_plate).strip(), cwd), "-o", output_arg, *args, "--progress", "json"]
@@ -571,13 +573,15 @@ class Job:
                 pass
 
     def wait(self, timeout: float | None = None, interval: float = 0.05) -> bool:
-        """Block until finished (for scripts and tests); False on timeout."""
+        """Block until finished, polling (for scripts and tests); False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.finished:
+        while True:
+            self.poll()
+            if self.finished:
+                return True
             if deadline is not None and time.monotonic() > deadline:
                 return False
             time.sleep(interval)
-        return True
 
 
 def run(argv: list[str], on_event=None, should_cancel=None, poll_interval: float = 0.1, cwd=None,
