@@ -12,7 +12,7 @@ wherever the configured Howard installation keeps it:
    environment's numpy or torch.
 
 This file is shipped identically in nuke_plugin/howard_nuke/ and blender_addon/ (it cannot
-live in howard_core: it is what finds howard_core); tests/test_adapters.py checks both
+live in howard_core: it is what finds howard_core); tests/test_adapters_hosts.py checks both
 copies are the same.
 """
 
