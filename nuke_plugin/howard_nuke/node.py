@@ -181,8 +181,8 @@ def pull_matte(node):
 
 def _watch(name, job):
     """Worker thread: progress bar and cancel button, then hand over to the main thread."""
-    task = nuke.ProgressTask(f"Howard matte ({name})")
     try:
+        task = nuke.ProgressTask(f"Howard matte ({name})")
         while not job.finished:
             job.poll()
             if task.isCancelled() and not job.cancelled:
@@ -190,10 +190,11 @@ def _watch(name, job):
             task.setProgress(int(job.progress.fraction * 100))
             task.setMessage(job.progress.status())
             time.sleep(_POLL_S)
-        job.poll()
+        del task  # closes the progress bar
     finally:
-        del task
-    nuke.executeInMainThread(_finish, args=(name, job))
+        if not job.finished:  # this thread failed: stop the job rather than orphan it
+            job.cancel()
+        nuke.executeInMainThread(_finish, args=(name, job))
 
 
 def _finish(name, job):
@@ -201,6 +202,10 @@ def _finish(name, job):
     _jobs.pop(name, None)
     node = nuke.toNode(name)
     if node is None:  # deleted while it ran
+        return
+    if not job.finished:
+        _set_status(node, "stopped")
+        _message("the progress watcher stopped unexpectedly; the job was cancelled, pull again with resume on")
         return
     if job.error is not None:
         _set_status(node, f"failed: {job.error}")
@@ -251,14 +256,12 @@ def export_torchscript(node=None):
 
 def _watch_export(job, path):
     task = nuke.ProgressTask("Howard: exporting TorchScript")
-    try:
-        task.setMessage(os.path.basename(path))
-        while not job.finished:
-            if task.isCancelled() and not job.cancelled:
-                job.cancel()
-            time.sleep(_POLL_S)
-    finally:
-        del task
+    task.setMessage(os.path.basename(path))
+    while not job.finished:
+        if task.isCancelled() and not job.cancelled:
+            job.cancel()
+        time.sleep(_POLL_S)
+    del task
     message = job.error
     if message is None:
         message = (f"wrote {path}. Convert it to .cat with a CatFileCreator node (NukeX): Channels In "
