@@ -56,6 +56,19 @@ def _clean_colorspace(plate, clean_plate, colorspace, clean_colorspace):
     return colorspace if same_type else None
 
 
+def check_not_clean_plate(sink, clean, frames) -> None:
+    """HowardError if writing `frames` to `sink` would replace clean-plate files (`open_sink`
+    refuses the plate's own; the clean plate is only known here)."""
+    if clean.kind == "sequence":
+        clean_files = {os.path.realpath(clean.path_for(n)) for n in clean.frame_numbers}
+    else:
+        clean_files = {os.path.realpath(clean.path)}
+    for n in frames:
+        if os.path.realpath(sink.path_for(n)) in clean_files:
+            raise HowardError(f"{sink.path_for(n)}: output would overwrite the clean plate; choose another "
+                              f"output name or folder")
+
+
 def _put(q: queue.Queue, item, stop: threading.Event) -> None:
     """Put that gives up once the pipeline is stopping, so no thread blocks on a dead consumer."""
     while not stop.is_set():
@@ -192,6 +205,7 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
                         refine_threshold=refine_threshold)
         sink = open_sink(output, kind, like=src, layers=layers)
         try:
+            check_not_clean_plate(sink, clean, src.frame_numbers)
             todo = [n for n in src.frame_numbers if not (resume and sink.is_complete(n))]
             skipped = len(src.frame_numbers) - len(todo)
             first, last = src.clip_range

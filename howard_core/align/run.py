@@ -20,12 +20,13 @@ def align_clip(plate, clean_plate, output, *, frames=None, colorspace=None, clea
                report=None, progress=None) -> dict:
     """Align `clean_plate` to every frame of `plate`, write RGBA EXRs to `output`; returns the QC report."""
     from howard_core.io import open_sink, open_source, write_text_atomic
-    from howard_core.pipeline import _clean_colorspace
+    from howard_core.pipeline import _clean_colorspace, check_not_clean_plate
 
     with open_source(plate, frames=frames, colorspace=colorspace, ocio_config=ocio_config, missing=missing) as src, \
          open_source(clean_plate, colorspace=_clean_colorspace(plate, clean_plate, colorspace, clean_colorspace),
                      ocio_config=ocio_config) as clean, \
          open_sink(output, "exr", like=src, tag="aligned") as sink:
+        check_not_clean_plate(sink, clean, src.frame_numbers)
         first, last = src.clip_range
         numbers = clean.frame_numbers
         seq = SequenceAligner(last - first + 1, len(numbers), lambda j: clean.read(numbers[j]), window=window,
