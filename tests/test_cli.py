@@ -32,7 +32,8 @@ def run(capsys, *args):
 
 
 def files_under(folder):
-    return {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()}
+    """{relative path: contents} of every file below `folder` (inputs are small)."""
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +143,15 @@ def _output_is_the_plate(tmp, plate, clean, ckpt):
     return [plate, clean, "-o", plate], str(tmp / "plate" / "plate.1001.exr")
 
 
+def _output_is_the_clean_plate(tmp, plate, clean, ckpt):
+    # A clean take numbered like the plate, and -o pointing at it: it must not be overwritten.
+    for k in range(1, 6):
+        (tmp / "take2").mkdir(exist_ok=True)
+        (tmp / "take2" / f"clean.{1000 + k}.exr").write_bytes((tmp / "clean" / f"clean.{k:04d}.exr").read_bytes())
+    return [plate, tmp / "take2" / "clean.####.exr", "-o", tmp / "take2" / "clean.####.exr"], str(
+        tmp / "take2" / "clean.1001.exr")
+
+
 def _wrong_extension_for_format(tmp, plate, clean, ckpt):
     return [plate, clean, "-o", tmp / "out" / "m.exr", "--format", "png"], str(tmp / "out" / "m.exr")
 
@@ -154,7 +164,7 @@ BAD_INPUTS = [_missing_plate, _pattern_without_frames, _missing_clean_plate, _co
               _corrupt_clean_plate, _missing_middle_frame, _bad_frames_text, _frames_outside_the_clip,
               _frames_running_past_the_clip, _output_under_a_file, _random_bytes_checkpoint, _truncated_checkpoint,
               _not_a_bgmv2_checkpoint, _unknown_weights_name, _unknown_layer, _layers_with_png_output,
-              _output_is_the_plate, _wrong_extension_for_format, _resume_prores]
+              _output_is_the_plate, _output_is_the_clean_plate, _wrong_extension_for_format, _resume_prores]
 
 
 def _bad_command(case, tmp_path, clip, checkpoint):
@@ -191,6 +201,13 @@ def test_bad_input_from_a_shell(tmp_path, clip, checkpoint, case):
     proc = subprocess.run([sys.executable, "-m", "howard_core.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=120)
     _assert_one_line_error(proc.returncode, proc.stdout, proc.stderr, must_name)
+    assert files_under(tmp_path) == before
+
+
+def test_align_refuses_to_overwrite_the_clean_plate(tmp_path, clip, checkpoint, capsys):
+    args, must_name = _output_is_the_clean_plate(tmp_path, *clip[:2], checkpoint)
+    before = files_under(tmp_path)
+    _assert_one_line_error(*run(capsys, "align", *args, "--progress", "none"), must_name)
     assert files_under(tmp_path) == before
 
 
