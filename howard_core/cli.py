@@ -74,6 +74,21 @@ def _progress(mode: str):
     return TerminalProgress()
 
 
+def _warn_if_untrained(progress):
+    """Wrap a progress callback (or None) so untrained weights are reported on stderr in every
+    progress mode, not only by the terminal bar (which says it itself): farm logs need it too."""
+    if isinstance(progress, TerminalProgress):
+        return progress
+
+    def report(event: dict) -> None:
+        if event["event"] == "start" and not event["model"].get("trained", True):
+            print(f"howard: warning: {UNTRAINED_NOTE}", file=sys.stderr)
+        if progress is not None:
+            progress(event)
+
+    return report
+
+
 # ---------------------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------------------
@@ -113,7 +128,7 @@ def cmd_matte(args) -> int:
           clean_colorspace=args.clean_colorspace, ocio_config=args.ocio_config, missing=args.missing,
           resume=args.resume, align=not args.no_align, window=args.window, clean_offset=args.clean_offset,
           clean_scale=args.clean_scale, batch_size=args.batch_size, report=args.report,
-          progress=_progress(args.progress))
+          progress=_warn_if_untrained(_progress(args.progress)))
     return 0
 
 
