@@ -204,6 +204,18 @@ def test_bad_input_from_a_shell(tmp_path, clip, checkpoint, case):
     assert files_under(tmp_path) == before
 
 
+def test_align_writes_the_aligned_clean_plate_and_qc(tmp_path, clip, capsys):
+    plate, clean, _ = clip
+    code, _, err = run(capsys, "align", plate, clean, "-o", tmp_path / "aligned", "--progress", "none")
+    assert code == 0, err
+    qc = json.loads((tmp_path / "aligned" / "howard_align.1001-1004.json").read_text())
+    assert [r["frame"] for r in qc["frames"]] == [1001, 1002, 1003, 1004]
+    for n in (1001, 1002, 1003, 1004):
+        ch, spec = read_channels(tmp_path / "aligned" / f"plate_aligned.{n}.exr")
+        assert spec.channelnames == MATTE_CHANNELS and (spec.width, spec.height) == (96, 64)
+        assert set(np.unique(ch["A"])) <= {0.0, 1.0} and ch["A"].mean() > 0.5  # validity: mostly covered
+
+
 def test_align_refuses_to_overwrite_the_clean_plate(tmp_path, clip, checkpoint, capsys):
     args, must_name = _output_is_the_clean_plate(tmp_path, *clip[:2], checkpoint)
     before = files_under(tmp_path)
