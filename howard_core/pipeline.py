@@ -323,7 +323,8 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
             "versions": versions(), "frames": qc,
         }
         path = _report_path(report, sink, todo or src.frame_numbers)
-        write_text_atomic(path, json.dumps(rep, indent=2, default=_json_default) + "\n")
+        if todo or not path.exists():  # a resumed run that did nothing keeps the QC of the run that did
+            write_text_atomic(path, json.dumps(rep, indent=2, default=_json_default) + "\n")
         rep["report"] = str(path)
         if progress:
             progress({"event": "done", "done": len(todo), "total": len(todo), "skipped": skipped,
