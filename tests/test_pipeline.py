@@ -286,3 +286,20 @@ def test_missing_frame_held_from_the_previous_one(tmp_path, small_shot):
     np.testing.assert_allclose(rgb(held), stored(plates[0]), **HALF)
     last, _ = read_channels(tmp_path / "out" / "plate_matte.1003.exr")
     np.testing.assert_allclose(rgb(last), stored(plates[2]), **HALF)
+
+
+def test_resume_of_a_finished_clip_does_nothing_and_keeps_its_report(tmp_path, small_shot):
+    # A farm re-queues a chunk that already finished: nothing is redone, and the QC of the run that
+    # did the work is not replaced by an empty one.
+    plate = write_sequence(tmp_path / "plate", "plate", linear_plates(small_shot), 1001)
+    clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in small_shot.clean], 1)
+    model = constant_model(0.5)
+    first = matte(plate, clean, tmp_path / "out", model=model, align=False)
+    report = tmp_path / "out" / "howard_report.1001-1004.json"
+    kept = report.read_bytes()
+    frames = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("plate_matte.*.exr")}
+    again = matte(plate, clean, tmp_path / "out", model=model, align=False, resume=True)
+    assert again["frames_done"] == 0 and again["frames_skipped"] == 4
+    assert again["report"] == first["report"] == str(report)
+    assert report.read_bytes() == kept and len(json.loads(kept)["frames"]) == 4
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("plate_matte.*.exr")} == frames
