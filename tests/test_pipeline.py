@@ -303,3 +303,25 @@ def test_resume_of_a_finished_clip_does_nothing_and_keeps_its_report(tmp_path, s
     assert again["report"] == first["report"] == str(report)
     assert report.read_bytes() == kept and len(json.loads(kept)["frames"]) == 4
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("plate_matte.*.exr")} == frames
+
+
+def test_alpha_only_and_prores_outputs(tmp_path, small_shot):
+    plate = write_sequence(tmp_path / "plate", "plate", linear_plates(small_shot), 1001)
+    clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in small_shot.clean], 1)
+    model = constant_model(0.25)
+    matte(plate, clean, tmp_path / "alpha", kind="alpha", model=model, align=False)
+    for n in (1001, 1002, 1003, 1004):
+        ch, spec = read_channels(tmp_path / "alpha" / f"plate_alpha.{n}.exr")
+        assert spec.channelnames == ("A",)
+        np.testing.assert_allclose(ch["A"], 0.25, **HALF)
+
+    rep = matte(plate, clean, tmp_path / "mov" / "shot.mov", model=model, align=False)
+    assert rep["output_kind"] == "prores" and visible_files(tmp_path / "mov") == ["howard_report.1001-1004.json",
+                                                                                 "shot.mov"]
+    with av.open(str(tmp_path / "mov" / "shot.mov")) as movie:
+        stream = movie.streams.video[0]
+        assert stream.codec_context.name == "prores" and stream.codec_context.pix_fmt.startswith("yuva")
+        frames = [f.to_ndarray(format="rgba64le") for f in movie.decode(stream)]
+    assert len(frames) == 4
+    for f in frames:
+        np.testing.assert_allclose(f[..., 3] / 65535, 0.25, atol=2e-3)  # 16-bit alpha in ProRes 4444
