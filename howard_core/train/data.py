@@ -148,17 +148,79 @@ def _pts(points) -> np.ndarray:
     return np.round(np.asarray(points, np.float64) * 16).astype(np.int32).reshape(-1, 1, 2)
 
 
-def make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A procedural background (H, W, 3) in sRGB 0..1.
+# Photographs that scikit-image ships inside its wheel, each CC0 or public domain (see the
+# docstrings in skimage.data): real texture statistics with nothing downloaded. Pictures of people
+# and files of unclear licence are left out.
+PHOTOS = ("brick.png", "chelsea.png", "coffee.png", "grass.png", "gravel.png", "rocket.jpg",
+          "hubble_deep_field.jpg", "ihc.png", "camera.png")
+PHOTO_PROB = 0.45
+_photo_cache: list[np.ndarray] = []
 
-    A base (linear/radial gradient, coloured fractal noise, or a wall/floor
-    "room") overlaid with random shapes, stripes or tiles, grain, uneven light
-    and sometimes defocus blur.
+
+def photo_library() -> list[np.ndarray]:
+    """The bundled photographs as float32 sRGB (h, w, 3) arrays, read once per process.
+
+    HowardError if scikit-image is missing, rather than quietly training on other data.
+    """
+    if not _photo_cache:
+        import importlib.util
+
+        spec = importlib.util.find_spec("skimage")
+        if spec is None or spec.origin is None:
+            raise HowardError("synthetic training data needs the photographs shipped with scikit-image; "
+                              "install it with: pip install 'howard-core[train]'")
+        folder = Path(spec.origin).parent / "data"
+        for name in PHOTOS:
+            img = cv2.imread(str(folder / name), cv2.IMREAD_COLOR)
+            if img is None:
+                raise HowardError(f"{folder / name}: missing or unreadable; reinstall scikit-image")
+            _photo_cache.append(img[:, :, ::-1].astype(np.float32) / 255.0)
+    return _photo_cache
+
+
+def photo_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random crop (H, W, 3) of one bundled photograph, sRGB 0..1.
+
+    The crop is scaled, flipped and sometimes rotated a quarter turn; grey photographs get a tint.
+    Then a random per-channel gain and a saturation change so that eight photographs give many
+    looks.
+    """
+    lib = photo_library()
+    img = lib[int(rng.integers(len(lib)))]
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    if rng.random() < 0.25:
+        img = np.rot90(img)
+    ih, iw = img.shape[:2]
+    # Zoom 1 shows the whole short side of the photograph; past 3x the crop is only blur upscaled.
+    scale = max(h / ih, w / iw) * rng.uniform(1.0, 3.0)
+    ch, cw = min(ih, int(math.ceil(h / scale))), min(iw, int(math.ceil(w / scale)))
+    y, x = int(rng.integers(0, ih - ch + 1)), int(rng.integers(0, iw - cw + 1))
+    crop = np.ascontiguousarray(img[y:y + ch, x:x + cw])
+    out = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA if ch > h else cv2.INTER_CUBIC)
+    grey = out.mean(axis=2, keepdims=True)
+    if float(np.abs(out - grey).max()) < 1e-3:  # a grey photograph
+        out = grey * _random_color(rng, sat=(0.0, 0.4), val=(0.8, 1.0))
+    sat = rng.uniform(0.5, 1.3)
+    out = grey + sat * (out - grey)
+    out = out * rng.uniform(0.75, 1.25, 3).astype(np.float32) * rng.uniform(0.6, 1.3)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A background (H, W, 3) in sRGB 0..1: a photograph or a procedural scene.
+
+    The base is, with probability `PHOTO_PROB`, a crop of a bundled
+    photograph; otherwise a linear/radial gradient, coloured fractal noise, or
+    a wall/floor "room". Either is overlaid with random shapes, stripes or
+    tiles, grain, uneven light and sometimes defocus blur.
     """
     s = max(h, w)
     c0, c1, c2 = (_random_color(rng) for _ in range(3))
     r = rng.random()
-    if r < 0.3:
+    if r < PHOTO_PROB:
+        img = photo_background(rng, h, w)
+    elif (r := (r - PHOTO_PROB) / (1 - PHOTO_PROB)) < 0.3:
         t = _coords(h, w, rng.uniform(0, 2 * math.pi))
         if rng.random() < 0.4:
             cx, cy = rng.uniform(0, w), rng.uniform(0, h)
