@@ -10,8 +10,12 @@ It computes exactly what `network.MattingRefine` computes (fp32 stays within
   it and crops an 8x8 window per patch; here each window is computed directly
   from the small low-resolution neighbourhood it depends on, with the same
   bilinear weights, as two tiny batched matrix products. Source windows are
-  gathered straight from channels-last src/bgr instead of from a padded
-  full-resolution concatenation.
+  gathered plane by plane straight from the NCHW src/bgr (and from their
+  half-resolution 2x2 averages) instead of from a padded full-resolution
+  concatenation.
+* The refiner reads the decoder's output tensor in place (conv1's weights are
+  reordered to its channel order), and concatenations before convolutions are
+  replaced by sums of convolutions over the parts.
 * Full-resolution alpha and foreground are upsampled once and the refined
   patches written into them in place.
 
@@ -193,6 +197,25 @@ def gather_windows(x_cl: torch.Tensor, b, top, left, size) -> torch.Tensor:
     return out
 
 
+def gather_planes(images, b, top, left, size: int) -> torch.Tensor:
+    """(N, C, size, size) windows, channels-last, of NCHW tensors (B, C_i, H, W) side by side
+    on the channel axis (C = sum of C_i), zero outside the image.
+
+    Each channel plane, seen as a one-channel image, is channels-last as well, so
+    `gather_windows` reads it as row segments; this saves converting few-channel
+    full-resolution frames to channels-last (or concatenating them) just to crop
+    small windows."""
+    out = []
+    for x in images:
+        B, C, H, W = x.shape
+        planes = x.contiguous().view(B * C, 1, H, W)
+        bc = (b[:, None] * C + torch.arange(C, device=b.device)).reshape(-1)
+        win = gather_windows(planes, bc, top.repeat_interleave(C), left.repeat_interleave(C), size)
+        out.append(win.view(-1, C, size, size))
+    # Channels-last like the other inputs of the convolutions these feed, whose outputs are summed.
+    return torch.cat(out, dim=1).contiguous(memory_format=torch.channels_last)
+
+
 # ---------------------------------------------------------------------------
 # The engine
 # ---------------------------------------------------------------------------
@@ -275,6 +298,15 @@ class Matter:
         self.net = net.to(self.device, memory_format=torch.channels_last)
         # The conv-heavy parts run in the reduced precision; gathers and resizes stay fp32.
         self.net_lp = self.net if self.dtype == torch.float32 else copy.deepcopy(self.net).to(self.dtype)
+        if self.is_refine:
+            r = self.net_lp.refiner
+            w1, w3 = r.conv1.weight, r.conv3.weight
+            # conv1 reads [hidden 32, alpha, foreground 3] + [src, bgr]; the decoder emits [alpha,
+            # foreground 3, error, hidden 32]. Reordering the weights to the decoder's order (error
+            # weighted 0) lets the refiner read the decoder output itself, with no concatenation.
+            low_w = torch.cat([w1[:, 32:36], torch.zeros_like(w1[:, :1]), w1[:, :32]], dim=1)
+            self._conv1_w = (low_w.contiguous(), w1[:, 36:42].contiguous())
+            self._conv3_w = (w3[:, :16].contiguous(), w3[:, 16:22].contiguous())
 
     def _merge(self, overrides: dict) -> dict:
         settings = dict(self.settings)
@@ -310,22 +342,21 @@ class Matter:
         if self.is_refine:
             pha, fgr, err, ref = self._refine(src, bgr, settings)
         else:
-            pha, fgr, err, ref = self._base(src[0], bgr[0])
+            pha, fgr, err, ref = self._base(src, bgr)
         crop = (slice(None), slice(None), slice(0, H), slice(0, W))
         return MatteResult(pha[crop].float(), fgr[crop].float(), err[crop].float(), ref[crop].float())
 
     # -- internals ---------------------------------------------------------
 
-    def _prepare(self, x: torch.Tensor, pad_h: int, pad_w: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The frame in both layouts: NCHW, where resizing and adding three channels is fastest,
-        and channels-last, where patch windows are contiguous. Frames from HxWx3 arrays arrive
-        channels-last already, so one of the two is free."""
+    def _prepare(self, x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+        """The frame as contiguous NCHW float32 on the device: resizing three channels is fastest
+        in that layout, and patch windows are gathered from it plane by plane."""
         x = x.to(self.device, torch.float32)
         if pad_h or pad_w:
             # Edge replication keeps the padded border looking like the frame, so the
             # network sees no artificial edge there.
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return x.contiguous(), x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()
 
     def _coarse(self, src_sm: torch.Tensor, bgr_sm: torch.Tensor) -> torch.Tensor:
         x = torch.cat([src_sm, bgr_sm], dim=1).to(self.dtype).contiguous(memory_format=torch.channels_last)
@@ -341,56 +372,55 @@ class Matter:
         return pha, fgr, err, torch.zeros_like(err)
 
     def _refine(self, src, bgr, settings):
-        """src, bgr: (NCHW, channels-last) pairs of the same (B, 3, H, W) frames."""
+        """src, bgr: contiguous (B, 3, H, W) frames, H and W multiples of 4."""
         scale = settings["backbone_scale"]
-        src_sm = F.interpolate(src[0], scale_factor=scale, mode="bilinear", align_corners=False,
+        src_sm = F.interpolate(src, scale_factor=scale, mode="bilinear", align_corners=False,
                                recompute_scale_factor=True)
-        bgr_sm = F.interpolate(bgr[0], scale_factor=scale, mode="bilinear", align_corners=False,
+        bgr_sm = F.interpolate(bgr, scale_factor=scale, mode="bilinear", align_corners=False,
                                recompute_scale_factor=True)
         y = self._coarse(src_sm, bgr_sm)
         pha_sm = y[:, 0:1].clamp(0.0, 1.0)
         fgr_res_sm = y[:, 1:4].contiguous()  # NCHW: three-channel resizes are fastest so
         err_sm = y[:, 4:5].clamp(0.0, 1.0)
-        hid_sm = y[:, 5:].relu()
-        B, _, H, W = src[0].shape
+        B, _, H, W = src.shape
         if settings["refine_mode"] == "full":
-            pha, fgr_res = self._refine_full(src[0], bgr[0], pha_sm, fgr_res_sm, hid_sm)
-            ref_sm = torch.ones((B, 1, H // 4, W // 4), device=src[0].device)
+            pha, fgr_res = self._refine_full(src, bgr, pha_sm, fgr_res_sm, y[:, 5:].relu())
+            ref_sm = torch.ones((B, 1, H // 4, W // 4), device=src.device)
         else:
-            pha, fgr_res, ref_sm = self._refine_patches(src, bgr, pha_sm, fgr_res_sm, err_sm, hid_sm, settings)
+            pha, fgr_res, ref_sm = self._refine_patches(src, bgr, y, pha_sm, fgr_res_sm, err_sm, settings)
         pha = pha.clamp_(0.0, 1.0)
-        fgr = fgr_res.add_(src[0]).clamp_(0.0, 1.0)
+        fgr = fgr_res.add_(src).clamp_(0.0, 1.0)
         err = F.interpolate(err_sm, size=(H, W), mode="bilinear", align_corners=False)
         ref = ref_sm.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
         return pha, fgr, err, ref
 
-    def _split_conv(self, conv: nn.Conv2d, parts, inputs) -> torch.Tensor:
+    def _split_conv(self, conv: nn.Conv2d, weights, inputs) -> torch.Tensor:
         """conv(cat(inputs, channels)) as a sum of convs over each input with its slice of the
         weights: the same arithmetic without materialising the concatenation, which for stacks
         of small channels-last windows costs more than the convolutions themselves.
-        `inputs` are (N, h, w, C_i) channels-last stacks."""
+        `inputs` are (N, C_i, h, w) in any memory layout; `conv` gives the bias."""
         out = None
-        for (lo, hi), x in zip(parts, inputs, strict=True):
-            y = F.conv2d(x.to(self.dtype).permute(0, 3, 1, 2), conv.weight[:, lo:hi])
+        for w, x in zip(weights, inputs, strict=True):
+            y = F.conv2d(x.to(self.dtype), w)
             out = y if out is None else out.add_(y)
         return out.add_(conv.bias.reshape(1, -1, 1, 1))
 
-    def _stage1_convs(self, regions) -> torch.Tensor:
-        """conv1+ReLU, conv2+ReLU on [(N, h, w, 36), (N, h, w, 6)] (coarse; src and bgr, at half
-        resolution) -> (N, h-4, w-4, 16) for 3x3 kernels (same size for 1x1)."""
+    def _stage1_convs(self, low, s_half) -> torch.Tensor:
+        """conv1+ReLU, conv2+ReLU on low (N, h, w, 37), the activated decoder output, and s_half
+        (N, 6, h, w) channels-last, src and bgr, both at half resolution -> (N, h-4, w-4, 16) for 3x3 kernels
+        (same size for 1x1)."""
         r = self.net_lp.refiner
-        t = torch.relu_(self._split_conv(r.conv1, ((0, 36), (36, 42)), regions))
+        t = torch.relu_(self._split_conv(r.conv1, self._conv1_w, [low.permute(0, 3, 1, 2), s_half]))
         return torch.relu_(r.conv2(t)).permute(0, 2, 3, 1)
 
-    def _stage1_windows(self, low, src, bgr, b, y, x, win, p, half):
-        """Per patch: resize the sources to half resolution, crop each patch's window, convolve."""
+    def _stage1_windows(self, low, s_half, b, y, x, win, p, half):
+        """Per patch: resize the coarse output to half resolution, crop each patch's window, convolve."""
         size = win + 2 * p - 2 if p else win
         a = F.interpolate(low, size=half, mode="bilinear", align_corners=False)
-        s = torch.cat([F.interpolate(t[0], size=half, mode="bilinear", align_corners=False) for t in (src, bgr)], 1)
-        s = s.contiguous(memory_format=torch.channels_last)
-        return self._stage1_convs([gather_windows(t, b, 2 * y - p, 2 * x - p, size) for t in (a, s)])
+        return self._stage1_convs(gather_windows(a, b, 2 * y - p, 2 * x - p, size),
+                                  gather_planes(s_half, b, 2 * y - p, 2 * x - p, size))
 
-    def _stage1_tiles(self, low, src, bgr, b, y, x, win, p, half):
+    def _stage1_tiles(self, low, s_half, b, y, x, win, p, half):
         """conv1/conv2 outputs depend only on position, and the windows of neighbouring patches
         overlap, so where the selected patches cluster (as they do along a subject's edge) it is
         cheaper to compute them once, densely, on the tiles the patches touch, each tile resampled
@@ -408,17 +438,24 @@ class Matter:
         tb, t_r, t_c = keys // (nty * ntx), (keys // ntx) % nty, keys % ntx
         top, left = t_r * S - p, t_c * S - p
         size = S + halo
-        tiles = self._stage1_convs([
-            resample_regions(low, tb, top, left, half, size),
-            torch.cat([resample_regions(t[1], tb, top, left, half, size) for t in (src, bgr)], dim=3)])
-        conv2_map = torch.empty((B, nty * S, ntx * S, tiles.shape[3]), dtype=tiles.dtype, device=tiles.device)
-        conv2_map.view(B, nty, S, ntx, S, -1).permute(0, 1, 3, 2, 4, 5)[tb, t_r, t_c] = tiles
-        return gather_windows(conv2_map.permute(0, 3, 1, 2), b, 2 * y, 2 * x, win)
+        tiles = self._stage1_convs(resample_regions(low, tb, top, left, half, size),
+                                   gather_planes(s_half, tb, top, left, size))
+        # Tile-major storage: each tile lands as one contiguous block (a spatial layout would
+        # scatter it over S rows), and each patch then reads its win x win outputs by index.
+        C = tiles.shape[3]
+        conv2_map = torch.empty((B * nty * ntx, S, S, C), dtype=tiles.dtype, device=tiles.device)
+        conv2_map[keys] = tiles
+        step = torch.arange(win, device=b.device)
+        r, c = 2 * y[:, None] + step, 2 * x[:, None] + step  # (N, win) in conv2-map coordinates
+        tile = (b[:, None, None] * nty + (r // S)[:, :, None]) * ntx + (c // S)[:, None, :]
+        idx = (tile * S + (r % S)[:, :, None]) * S + (c % S)[:, None, :]
+        return conv2_map.view(-1, C)[idx.reshape(-1)].view(-1, win, win, C)
 
-    def _refine_patches(self, src, bgr, pha_sm, fgr_res_sm, err_sm, hid_sm, settings):
-        """src, bgr: (NCHW, channels-last) pairs. Returns full-size alpha and foreground residual
-        (NCHW) with the selected patches refined, and the (B, 1, H/4, W/4) selection."""
-        B, _, H, W = src[0].shape
+    def _refine_patches(self, src, bgr, y, pha_sm, fgr_res_sm, err_sm, settings):
+        """src, bgr: contiguous (B, 3, H, W); y: the raw decoder output (B, 37, h, w), which
+        this consumes. Returns full-size alpha and foreground residual (NCHW) with the selected
+        patches refined, and the (B, 1, H/4, W/4) selection."""
+        B, _, H, W = src.shape
         hh, wh, hq, wq = H // 2, W // 2, H // 4, W // 4
         err_q = F.interpolate(err_sm, size=(hq, wq), mode="bilinear", align_corners=False)
         ref = select_patches(err_q, settings["refine_mode"], int(settings["refine_sample_pixels"]),
@@ -428,6 +465,11 @@ class Matter:
         idx = torch.nonzero(ref.squeeze(1))
         if idx.shape[0] == 0:
             return pha, fgr_res, ref
+        # The refiner's low-resolution input, made in place in the decoder output: alpha clamped,
+        # hidden features through ReLU (the error channel has zero weight).
+        low = y.contiguous(memory_format=torch.channels_last)
+        low[:, 0:1].clamp_(0.0, 1.0)
+        low[:, 5:].relu_()
         b, y, x = idx[:, 0], idx[:, 1], idx[:, 2]
         r = self.net_lp.refiner
         k3 = self.kernel_size == 3
@@ -435,8 +477,10 @@ class Matter:
         win = 4 if k3 else 2  # conv2 outputs one patch reads, per side
 
         # Stage 1, conv1+conv2 at half resolution: (N, win, win, 16) per patch.
-        low = torch.cat([hid_sm, pha_sm, fgr_res_sm], dim=1).contiguous(memory_format=torch.channels_last)
-        args = (low, src, bgr, b, y, x, win, p, (hh, wh))  # sources are resized to half resolution inside
+        # Half of a multiple-of-4 frame: exactly a 2x2 average, cheap enough to do densely; the
+        # coarse output's 2x upsampling is done only where patches need it.
+        s_half = [F.interpolate(t, size=(hh, wh), mode="bilinear", align_corners=False) for t in (src, bgr)]
+        args = (low, s_half, b, y, x, win, p, (hh, wh))
         mid = None if self.stage1 == "windows" else self._stage1_tiles(*args)
         if mid is None:
             mid = self._stage1_windows(*args)
@@ -444,8 +488,8 @@ class Matter:
         # Stage 2, per patch at full resolution: nearest 2x of its conv2 block (as the reference's
         # resize), beside the full-resolution src/bgr window, through conv3 and conv4.
         mid = mid.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
-        full = torch.cat([gather_windows(t[1], b, 4 * y - q, 4 * x - q, 2 * win) for t in (src, bgr)], dim=3)
-        z = torch.relu_(self._split_conv(r.conv3, ((0, 16), (16, 22)), [mid, full]))
+        full = gather_planes((src, bgr), b, 4 * y - q, 4 * x - q, 2 * win)
+        z = torch.relu_(self._split_conv(r.conv3, self._conv3_w, [mid.permute(0, 3, 1, 2), full]))
         patches = r.conv4(z).float()  # (N, 4, 4, 4): alpha + foreground residual
         for target, channels in ((pha, slice(0, 1)), (fgr_res, slice(1, 4))):
             c = target.shape[1]
