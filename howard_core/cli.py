@@ -7,6 +7,7 @@
     howard weights list|install FILE|verify|download NAME --url URL
     howard export-nuke -o FILE [--model M]                TorchScript for Nuke's Inference node
     howard train ... | howard eval ...                    training and evaluation (see --help)
+    howard train bundle RUN                               a finished run -> the bundled default weights
     howard bench model|align|pipeline                     benchmarks printing JSON
 
 Any failure a user can fix prints one line, `howard: error: ...`, and exits 2.
@@ -21,9 +22,21 @@ import time
 
 from howard_core.errors import HowardError
 
-UNTRAINED_NOTE = ("default weights are an UNTRAINED stand-in (no trained weights are bundled yet): the alpha is "
-                  "meaningless. Install the official BGMv2 weights for real mattes: `howard weights install "
-                  "pytorch_resnet50.pth`, then `--model resnet50`")
+UNTRAINED_NOTE = ("the bundled default weights are missing from this install, so an UNTRAINED stand-in ran: the "
+                  "alpha is meaningless. Reinstall howard-core, or install the official BGMv2 weights for real "
+                  "mattes: `howard weights install pytorch_resnet50.pth`, then `--model resnet50`")
+DEMO_NOTE = ("the default weights are Howard's demo model, trained on synthetic data only; for production mattes "
+             "install the official BGMv2 weights: `howard weights install pytorch_resnet50.pth`, then "
+             "`--model resnet50`")
+
+
+def _weights_notice(model: dict) -> str | None:
+    """The stderr line that says what the default weights are, or None for weights the user chose."""
+    if not model.get("trained", True):
+        return f"howard: warning: {UNTRAINED_NOTE}"
+    if model.get("demo"):
+        return f"howard: note: {DEMO_NOTE}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -41,8 +54,9 @@ class TerminalProgress:
     def __call__(self, event: dict) -> None:
         kind = event["event"]
         if kind == "start":
-            if not event["model"].get("trained", True):
-                print(f"howard: warning: {UNTRAINED_NOTE}", file=self.stream)
+            notice = _weights_notice(event["model"])
+            if notice:
+                print(notice, file=self.stream)
             skipped = f" ({event['skipped']} already complete, skipped)" if event["skipped"] else ""
             print(f"howard: {event['total']} frames -> {event['output']}{skipped}", file=self.stream)
         elif kind == "frame":
@@ -74,15 +88,16 @@ def _progress(mode: str):
     return TerminalProgress()
 
 
-def _warn_if_untrained(progress):
-    """Wrap a progress callback (or None) so untrained weights are reported on stderr in every
-    progress mode, not only by the terminal bar (which says it itself): farm logs need it too."""
+def _with_weights_notice(progress):
+    """Wrap a progress callback (or None) so untrained or demo weights are reported on stderr in
+    every progress mode, not only by the terminal bar (which says it itself): farm logs need it too."""
     if isinstance(progress, TerminalProgress):
         return progress
 
     def report(event: dict) -> None:
-        if event["event"] == "start" and not event["model"].get("trained", True):
-            print(f"howard: warning: {UNTRAINED_NOTE}", file=sys.stderr)
+        notice = _weights_notice(event["model"]) if event["event"] == "start" else None
+        if notice:
+            print(notice, file=sys.stderr)
         if progress is not None:
             progress(event)
 
@@ -128,7 +143,7 @@ def cmd_matte(args) -> int:
           clean_colorspace=args.clean_colorspace, ocio_config=args.ocio_config, missing=args.missing,
           resume=args.resume, align=not args.no_align, window=args.window, clean_offset=args.clean_offset,
           clean_scale=args.clean_scale, batch_size=args.batch_size, report=args.report,
-          progress=_warn_if_untrained(_progress(args.progress)))
+          progress=_with_weights_notice(_progress(args.progress)))
     return 0
 
 
@@ -154,9 +169,20 @@ def cmd_demo(args) -> int:
     print(f"howard demo: report     {report['report']}")
     print(f"howard demo: contact sheet {report['contact_sheet']}")
     print(f"howard demo: {report['frames_done']} frames at {report['timing']['fps']} fps")
-    if not report["model"]["trained"]:
-        print(f"howard demo: NOTE {UNTRAINED_NOTE}")
+    notice = _weights_notice(report["model"])
+    if notice:
+        print(f"howard demo: NOTE {notice.split(': ', 2)[2]}")
     return 0
+
+
+def _default_weights_info(path) -> dict:
+    if not path.exists():
+        return {"path": None, "note": UNTRAINED_NOTE}
+    card = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
+    ev = card.get("evaluation", {})
+    return {"path": str(path), "name": card.get("name"), "note": DEMO_NOTE, "what_it_is": card.get("what_it_is"),
+            "trained_steps": {k: v["steps"] for k, v in card.get("training", {}).items() if isinstance(v, dict)},
+            "heldout": {"set": ev.get("set"), "model": ev.get("model"), "baseline": ev.get("baseline")}}
 
 
 def cmd_info(args) -> int:
@@ -171,7 +197,7 @@ def cmd_info(args) -> int:
     bundled = checkpoint.DEFAULT_WEIGHTS
     info = {"versions": versions(), "devices": devices, "cpu_bf16": cpu_supports_bf16(),
             "threads": torch.get_num_threads(),
-            "default_weights": str(bundled) if bundled.exists() else f"none bundled: {UNTRAINED_NOTE}",
+            "default_weights": _default_weights_info(bundled),
             "weights_dir": str(weights.weights_dir()), "weights": weights.list_weights()}
     print(json.dumps(info, indent=2))
     return 0
@@ -221,8 +247,10 @@ def cmd_export_nuke(args) -> int:
     path = export_torchscript(model, args.output, **settings)
     print(f"wrote {path}: 6-channel input (plate RGB, aligned clean-plate RGB, sRGB 0..1) -> "
           f"4-channel output (foreground RGB, alpha); convert it to .cat with Nuke's CatFileCreator")
-    if not model.howard_meta.get("trained", True):
-        print(f"howard: warning: {UNTRAINED_NOTE}", file=sys.stderr)
+    notice = _weights_notice({"trained": model.howard_meta.get("trained", True),
+                              "demo": bool(model.howard_meta.get("meta", {}).get("demo"))})
+    if notice:
+        print(notice, file=sys.stderr)
     return 0
 
 
@@ -234,6 +262,10 @@ def cmd_bench(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.rest[:1] == ["bundle"]:
+        from howard_core.train.bundle import main as bundle_main
+
+        return bundle_main(args.rest[1:])
     from howard_core.train.trainer import main
 
     return main(args.rest)
@@ -302,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export_nuke)
 
     for name, func, text in (("bench", cmd_bench, "benchmarks printing JSON"),
-                             ("train", cmd_train, "train or fine-tune weights (see `howard train --help`)"),
+                             ("train", cmd_train, "train or fine-tune weights; `train bundle RUN` ships a run"),
                              ("eval", cmd_eval, "evaluate weights on a held-out synthetic set (JSON)")):
         p = sub.add_parser(name, help=text, add_help=False)
         if name == "bench":

@@ -293,6 +293,10 @@ class Progress:
             if not (event.get("model") or {}).get("trained", True):
                 self.warnings.append("Howard ran with UNTRAINED stand-in weights, so the alpha is meaningless; install "
                                      "the official BGMv2 weights (howard weights install) and pick that model")
+            elif (event.get("model") or {}).get("demo"):
+                self.warnings.append("Howard used its demo weights, trained on synthetic data only; for production "
+                                     "mattes install the official BGMv2 weights (howard weights install) and pick "
+                                     "that model")
         elif kind == "frame":
             self.frame = event.get("frame")
             self.done = int(event.get("done") or self.done)

@@ -345,7 +345,8 @@ def _model_info(net, matter) -> dict:
     meta = dict(getattr(net, "howard_meta", {}))
     return {"backbone": meta.get("backbone", getattr(net, "backbone_name", None)), "kind": meta.get("kind"),
             "format": meta.get("format"), "source": meta.get("source"), "sha256": meta.get("sha256"),
-            "trained": meta.get("trained", True), "settings": dict(matter.settings)}
+            "trained": meta.get("trained", True), "demo": bool(meta.get("meta", {}).get("demo")),
+            "settings": dict(matter.settings)}
 
 
 def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event, batch_size: int,

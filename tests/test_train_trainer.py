@@ -150,3 +150,36 @@ def test_evaluate_reports_model_and_baseline_and_writes_images(tmp_path, capsys)
 
     with pytest.raises(HowardError, match="multiples of 64"):
         evaluate(MattingRefine("mobilenetv2"), n=1, size=96)
+
+
+def test_bundle_writes_small_fp16_weights_with_a_model_card(tmp_path):
+    from howard_core.cli import main as cli_main
+    from howard_core.model import MattingRefine, load_model
+    from howard_core.train.bundle import bundle
+
+    run = tmp_path / "run"
+    with pytest.raises(HowardError, match="no refine.pt"):
+        bundle(run, tmp_path / "w" / "demo")
+    train(replace(TINY, out=str(run)), log=lambda _: None)
+    train(replace(TINY, stage="refine", steps=2, out=str(run)), log=lambda _: None)
+    assert cli_main(["train", "bundle", str(run), "--out", str(tmp_path / "w" / "demo"), "--n", "2",
+                     "--size", "64"]) == 0
+    pt, card_file = tmp_path / "w" / "demo.pt", tmp_path / "w" / "demo.json"
+    raw = torch.load(pt, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in raw["state_dict"].values() if v.is_floating_point())
+    assert pt.stat().st_size < 12 * 2**20
+    card = raw["meta"]["model_card"]
+    assert card == json.loads(card_file.read_text())
+    assert raw["meta"]["trained"] is True and "synthetic" in card["what_it_is"]
+    assert card["training"]["base"]["steps"] == 3 and card["training"]["refine"]["steps"] == 2
+    assert card["training"]["refine"]["size"] == [64, 64]
+    ev = card["evaluation"]
+    assert ev["set"].startswith("SyntheticComposites split 'heldout'") and "2 samples of 64x64" in ev["set"]
+    assert ev["baseline_over_model"]["sad_div1e3"] == round(ev["baseline"]["sad_div1e3"] / ev["model"]["sad_div1e3"], 2)
+    model = load_model(pt)
+    assert isinstance(model, MattingRefine) and model.howard_meta["trained"] is True
+    # What was evaluated is what ships: the fp16 weights, bit for bit.
+    refine = load_model(run / "refine.pt").state_dict()
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            assert torch.equal(v, refine[k].half().float()), k
