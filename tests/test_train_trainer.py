@@ -158,7 +158,7 @@ def test_bundle_writes_small_fp16_weights_with_a_model_card(tmp_path):
     from howard_core.train.bundle import bundle
 
     run = tmp_path / "run"
-    with pytest.raises(HowardError, match="no refine.pt"):
+    with pytest.raises(HowardError, match="no refine-last.pt"):
         bundle(run, tmp_path / "w" / "demo")
     train(replace(TINY, out=str(run)), log=lambda _: None)
     train(replace(TINY, stage="refine", steps=2, out=str(run)), log=lambda _: None)
@@ -179,7 +179,18 @@ def test_bundle_writes_small_fp16_weights_with_a_model_card(tmp_path):
     model = load_model(pt)
     assert isinstance(model, MattingRefine) and model.howard_meta["trained"] is True
     # What was evaluated is what ships: the fp16 weights, bit for bit.
-    refine = load_model(run / "refine.pt").state_dict()
+    refine = load_model(run / "refine-last.pt").state_dict()
     for k, v in model.state_dict().items():
         if v.is_floating_point():
             assert torch.equal(v, refine[k].half().float()), k
+
+
+def test_bundled_model_beats_the_difference_key_on_held_out_samples():
+    # Recomputed here, not read off the model card: 8 held-out samples the trainer never saw.
+    from howard_core.model import load_model
+
+    report = evaluate(load_model(), n=8, size=512, seed=0)
+    model, base = report["model"], report["baseline"]
+    assert model["trained"] is True
+    for key in ("sad_div1e3", "mse_x1e3", "grad_div1e3", "conn_div1e3"):
+        assert model[key] < base[key], (key, model[key], base[key])

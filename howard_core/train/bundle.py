@@ -1,7 +1,8 @@
 """`howard train bundle RUN`: turn a finished training run into Howard's bundled default weights.
 
 A run folder holds what `howard train` wrote for both stages (`base-last.pt`,
-`refine-last.pt`, ...). Bundling evaluates the refine weights on a held-out
+`refine-last.pt`, ...). Bundling takes the latest refine weights (`refine-last.pt`,
+also written when a run is stopped with Ctrl-C), evaluates them on a held-out
 synthetic set against the difference-key baseline, then writes
 
     <out>.pt     the refine weights in fp16, Howard's format, with the model card in meta
@@ -87,13 +88,12 @@ def model_card(run: Path, evaluation: dict) -> dict:
 
 
 def bundle(run, out=None, n: int = 64, size: int = 512, seed: int = 0, log=print) -> Path:
-    """Evaluate `run/refine.pt`, then write it as fp16 `out`.pt with its model card (and `out`.json)."""
+    """Evaluate `run/refine-last.pt`, then write it as fp16 `out`.pt with its model card (and `out`.json)."""
     run = Path(run)
-    weights = run / "refine.pt"
+    weights = run / "refine-last.pt"
     if not weights.is_file():
-        raise HowardError(f"{run}: no refine.pt; finish the refine stage (`howard train --stage refine --out {run}`)")
-    if not (run / "refine-last.pt").is_file():
-        raise HowardError(f"{run}: no refine-last.pt beside refine.pt; bundle the folder `howard train` wrote")
+        raise HowardError(f"{run}: no refine-last.pt; train the refine stage first "
+                          f"(`howard train --stage refine --out {run}`)")
     model = load_model(weights)
     if model.howard_meta["kind"] != "refine":
         raise HowardError(f"{weights}: is a {model.howard_meta['kind']} model; bundle a refine-stage checkpoint")
