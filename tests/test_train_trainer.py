@@ -194,3 +194,23 @@ def test_bundled_model_beats_the_difference_key_on_held_out_samples():
     assert model["trained"] is True
     for key in ("sad_div1e3", "mse_x1e3", "grad_div1e3", "conn_div1e3"):
         assert model[key] < base[key], (key, model[key], base[key])
+
+
+def test_resume_keeps_the_runs_learning_rate_unless_a_new_one_is_given(tmp_path):
+    from howard_core.train.trainer import LEARNING_RATES
+
+    cfg = replace(TINY, steps=2, lr_scale=2.0, out=str(tmp_path))
+    train(cfg, log=lambda _: None)
+    last = tmp_path / "base-last.pt"
+    lines = []
+    train(replace(cfg, steps=3, lr_scale=None, resume=str(last)), log=lines.append)
+    state = read_training_checkpoint(last)["train"]
+    assert state["lr_phases"] == [{"from_step": 0, "lr_scale": 2.0}]
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [2 * v for v in LEARNING_RATES["base"].values()]
+    assert not any(line.startswith("lr:") for line in lines)
+
+    train(replace(cfg, steps=4, lr_scale=0.5, resume=str(last)), log=lines.append)
+    state = read_training_checkpoint(last)["train"]
+    assert state["lr_phases"] == [{"from_step": 0, "lr_scale": 2.0}, {"from_step": 3, "lr_scale": 0.5}]
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [0.5 * v for v in LEARNING_RATES["base"].values()]
+    assert any(line == "lr: scale 0.5 from step 3 (was 2.0)" for line in lines)

@@ -43,7 +43,8 @@ def _stage_summary(ck: dict) -> dict:
     train = ck["train"]
     cfg, history = train["config"], train["history"]
     return {"steps": int(train["step"]), "batch_size": cfg["batch_size"], "size": cfg["size"],
-            "lr_scale": cfg["lr_scale"], "seed": cfg["seed"], "data": cfg["data"], "device": ck["meta"].get("device"),
+            "lr_phases": train.get("lr_phases") or [{"from_step": 0, "lr_scale": cfg["lr_scale"] or 1.0}],
+            "seed": cfg["seed"], "data": cfg["data"], "device": ck["meta"].get("device"),
             "backbone_scale": cfg.get("backbone_scale"), "refine_sample_pixels": cfg.get("refine_sample_pixels"),
             "started": ck["meta"].get("started"), "saved": ck["meta"].get("saved"),
             "last_losses": history[-1] if history else None}

@@ -71,7 +71,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     backbone: str | None = None  # None: the --init checkpoint's, else mobilenetv2
-    lr_scale: float = 1.0
+    lr_scale: float | None = None  # None: 1.0 for a new run, the checkpoint's own when resuming
     log_every: int = 10
     save_every: int = 500
     workers: int = 0
@@ -159,6 +159,11 @@ def _optimizer(model: torch.nn.Module, stage: str, lr_scale: float) -> torch.opt
     return torch.optim.Adam(groups)
 
 
+def _set_lr_scale(optimizer: torch.optim.Adam, stage: str, lr_scale: float) -> None:
+    for group, lr in zip(optimizer.param_groups, LEARNING_RATES[stage].values(), strict=True):
+        group["lr"] = lr * lr_scale
+
+
 def _rng_state(device: torch.device) -> dict:
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -243,7 +248,9 @@ def train(config: TrainConfig, log=print) -> Path:
         log(f"init: {copied}/{total} tensors from {init_name}")
         del init_model
     model.to(device).train()
-    optimizer = _optimizer(model, cfg.stage, cfg.lr_scale)
+    lr_scale = 1.0 if cfg.lr_scale is None else cfg.lr_scale
+    optimizer = _optimizer(model, cfg.stage, lr_scale)
+    lr_phases = [{"from_step": 0, "lr_scale": lr_scale}]
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -257,7 +264,15 @@ def train(config: TrainConfig, log=print) -> Path:
         _set_rng_state(state["rng"], device)
         step, history = int(state["step"]), list(state["history"])
         init_name = resume["meta"].get("init")
+        saved_scale = state["config"].get("lr_scale")
+        lr_phases = list(state.get("lr_phases") or [{"from_step": 0, "lr_scale": saved_scale or 1.0}])
         log(f"resume: {cfg.resume} at step {step}")
+        # A resumed run keeps its learning rates unless told otherwise: then from this step on
+        # (e.g. a lower rate to finish a run).
+        if cfg.lr_scale is not None and cfg.lr_scale != lr_phases[-1]["lr_scale"]:
+            _set_lr_scale(optimizer, cfg.stage, cfg.lr_scale)
+            lr_phases.append({"from_step": step, "lr_scale": cfg.lr_scale})
+            log(f"lr: scale {cfg.lr_scale} from step {step} (was {lr_phases[-2]['lr_scale']})")
     if step >= cfg.steps:
         raise HowardError(f"{cfg.resume}: already at step {step}; raise --steps above {step} to train further")
 
@@ -282,7 +297,7 @@ def train(config: TrainConfig, log=print) -> Path:
     def save_last() -> None:
         state = {"step": step, "optimizer": optimizer.state_dict(),
                  "scaler": scaler.state_dict() if use_amp else None, "rng": _rng_state(device),
-                 "history": history, "config": _config_dict(cfg)}
+                 "history": history, "config": _config_dict(cfg), "lr_phases": lr_phases}
         save_checkpoint(last_path, model, meta(), train_state=state)
         write_loss_plot(plot_path, history, f"Howard training: {cfg.stage} stage, {backbone}, {h}x{w}")
         _write_csv(csv_path, history)
@@ -357,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data stream (default 0)")
     p.add_argument("--backbone", choices=BACKBONES, default=None, help="default: the --init model's, or mobilenetv2")
-    p.add_argument("--lr-scale", type=float, default=1.0, help="multiplies the published learning rates")
+    p.add_argument("--lr-scale", type=float, default=None,
+                   help="multiplies the published learning rates (default 1; on --resume, the run's own, "
+                        "and a new value applies from the resumed step on)")
     p.add_argument("--log-every", type=int, default=10, help="print progress every N steps (default 10)")
     p.add_argument("--save-every", type=int, default=500, help="write <stage>-last.pt every N steps (default 500)")
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0: in the loop)")
