@@ -214,3 +214,23 @@ def test_resume_keeps_the_runs_learning_rate_unless_a_new_one_is_given(tmp_path)
     assert state["lr_phases"] == [{"from_step": 0, "lr_scale": 2.0}, {"from_step": 3, "lr_scale": 0.5}]
     assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [0.5 * v for v in LEARNING_RATES["base"].values()]
     assert any(line == "lr: scale 0.5 from step 3 (was 2.0)" for line in lines)
+
+
+def test_sigterm_saves_a_resumable_checkpoint_like_ctrl_c(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "howard_core.cli", "train", "--steps", "100000", "--batch-size",
+                             "2", "--size", "64", "--log-every", "1", "--save-every", "100000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if "step 2/" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 130, rest
+    assert "interrupted at step" in rest and "--resume" in rest
+    step = read_training_checkpoint(out / "base-last.pt")["train"]["step"]
+    assert step >= 2 and not (out / "base.pt").exists()

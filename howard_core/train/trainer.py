@@ -14,7 +14,7 @@ needs many more steps.
 Files written in `out/` for a stage S:
 
     S-last.pt     resumable checkpoint (weights + optimizer + step + RNG + history),
-                  every `save_every` steps, at the end, and on Ctrl-C
+                  every `save_every` steps, at the end, and on Ctrl-C or SIGTERM
     S.pt          the final weights in Howard's format (what --init and load_model take)
     S-loss.png    loss curves;  S-losses.csv  the same numbers
 
@@ -28,6 +28,7 @@ import argparse
 import csv
 import io
 import math
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -406,13 +407,23 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
-    """`howard train ...`; returns the exit code (130 after Ctrl-C). HowardError propagates to the CLI."""
+    """`howard train ...`; returns the exit code (130 after Ctrl-C or SIGTERM). HowardError propagates
+    to the CLI."""
     args = build_parser().parse_args(argv)
+    # Farm schedulers and `kill` stop a job with SIGTERM (and a background job never sees Ctrl-C):
+    # both save the resumable checkpoint, as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         train(config_from_args(args), log=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
