@@ -224,7 +224,6 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
             else:
                 scale = clean_scale if clean_scale is not None else (
                     (len(clean_numbers) - 1) / (plate_count - 1) if plate_count > 1 else 1.0)
-            latest_matte: list[np.ndarray | None] = [None]  # the newest alpha, for the aligner's subject mask
             qc: list[dict] = []
             info = {"event": "start", "total": len(todo), "skipped": skipped, "output": sink.display,
                     "model": _model_info(net, matter), "plate": str(plate), "clean_plate": str(clean_plate)}
@@ -239,10 +238,10 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
                 n, native, work = item
                 i = n - first
                 if aligner is not None:
-                    mask = latest_matte[0]
-                    if mask is not None and mask.shape != work.shape[:2]:
-                        mask = None
-                    res = aligner.align_frame(i, work, subject_mask=mask)
+                    # No earlier frame's matte as the subject mask: which one is ready depends on thread
+                    # timing and on where a farm chunk starts, so results would differ run to run. The
+                    # aligner keeps the subject out with its own plate/clean-plate difference instead.
+                    res = aligner.align_frame(i, work)
                     frame_qc = res.to_qc()
                     frame_qc["clean_source"] = clean.path_for(clean_numbers[frame_qc["clean_frame"]])
                     return n, native, work, res.background, frame_qc, bool(res.flagged)
@@ -292,7 +291,7 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
             for stage in stages:
                 stage.start()
             try:
-                _infer(matter, q_aligned, q_write, stop, batch_size, latest_matte, timings)
+                _infer(matter, q_aligned, q_write, stop, batch_size, timings)
                 stages[2].join()  # the writer ends after the last frame, or at once on a failure
             finally:
                 stop.set()
@@ -350,7 +349,7 @@ def _model_info(net, matter) -> dict:
 
 
 def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event, batch_size: int,
-           latest_matte: list, timings: dict) -> None:
+           timings: dict) -> None:
     """Inference on the calling thread: batches of same-size frames through `matter`."""
     batch: list = []
     ended = False
@@ -373,7 +372,6 @@ def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Even
                 alpha = out.alpha[k, 0].numpy()
                 fg = np.ascontiguousarray(out.foreground[k].permute(1, 2, 0).numpy())
                 result = (alpha, fg, out.error[k, 0].numpy(), out.refinement[k, 0].numpy())
-                latest_matte[0] = alpha
                 _put(outbox, (*item_k, result), stop)
             batch = []
     _put(outbox, _END, stop)
