@@ -38,8 +38,9 @@ def test_pull_a_matte_through_the_host_kit(tmp_path):
     assert list(result.frames) == [1001, 1002, 1003] and result.first_file.endswith("plate_matte.1001.exr")
     assert all(Path(f).stat().st_size > 0 for f in result.frames.values())
     assert Path(result.report).is_file()
-    # The default weights are an untrained stand-in: hosts must say so rather than present the alpha as real.
-    assert any("UNTRAINED" in w for w in result.warnings)
+    # The default weights are the demo model: hosts say so, so artists know to install production weights.
+    assert any("demo weights" in w and "synthetic" in w for w in result.warnings)
+    assert not any("UNTRAINED" in w for w in result.warnings)
 
     import OpenImageIO as oiio  # what a host then reads: RGBA plus the requested layer
 

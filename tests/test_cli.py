@@ -340,7 +340,21 @@ def test_progress_json_is_one_object_per_line(tmp_path, clip, checkpoint, capsys
 
 
 @pytest.mark.parametrize("mode", ["none", "json"])
-def test_untrained_weights_are_reported_without_a_terminal(tmp_path, clip, capsys, mode):
+def test_default_demo_weights_are_named_without_a_terminal(tmp_path, clip, capsys, mode):
+    plate, clean, _ = clip
+    code, _, err = run(capsys, "matte", plate, clean, "-o", tmp_path / "out", "--frames", "1001",
+                       "--progress", mode)
+    lines = err.splitlines()
+    assert code == 0 and len(lines) == 1, err
+    assert lines[0].startswith("howard: note: ") and "demo model" in lines[0] and "synthetic" in lines[0]
+    assert "weights install" in lines[0]
+
+
+@pytest.mark.parametrize("mode", ["none", "json"])
+def test_untrained_weights_are_reported_without_a_terminal(tmp_path, clip, capsys, mode, monkeypatch):
+    from howard_core.model import checkpoint as ckpt
+
+    monkeypatch.setattr(ckpt, "DEFAULT_WEIGHTS", tmp_path / "not bundled.pt")  # a stripped install
     plate, clean, _ = clip
     code, _, err = run(capsys, "matte", plate, clean, "-o", tmp_path / "out", "--frames", "1001",
                        "--progress", mode)
@@ -359,7 +373,7 @@ def test_farm_chunks_choose_the_same_clean_frames_as_one_run(tmp_path, capsys):
     shot = make_shot(256, 144, plate_frames=6, clean_frames=9, seed=12)
     plate = write_sequence(tmp_path / "plate", "plate", [srgb_to_linear(f) for f in shot.plate], 1001)
     clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in shot.clean], 1)
-    common = ["--progress", "none"]  # the default (untrained) weights: alignment is what is compared
+    common = ["--progress", "none"]  # the default weights: alignment is what is compared
     assert run(capsys, "matte", plate, clean, "-o", tmp_path / "full", *common)[0] == 0
     for chunk in ("1001-1003", "1004-1006"):
         assert run(capsys, "matte", plate, clean, "-o", tmp_path / "farm", "--frames", chunk, *common)[0] == 0
@@ -390,6 +404,10 @@ def test_info_and_weights_install_then_matte_by_name(tmp_path, clip, checkpoint,
     info = json.loads(out)
     assert code == 0 and info["weights_dir"] == str(tmp_path / "weights") and "cpu" in info["devices"]
     assert info["versions"]["torch"] == torch.__version__
+    default = info["default_weights"]  # honest about the bundled model and how to get production weights
+    assert default["name"].startswith("Howard demo model") and default["path"].endswith("howard_mobilenetv2.pt")
+    assert "synthetic" in default["note"] and "weights install" in default["note"]
+    assert default["heldout"]["model"]["sad_div1e3"] < default["heldout"]["baseline"]["sad_div1e3"]
 
     code, out, _ = run(capsys, "weights", "list")
     assert code == 0 and f"weights folder: {tmp_path / 'weights'}" in out
@@ -430,16 +448,16 @@ def test_export_nuke_writes_loadable_torchscript(tmp_path, checkpoint, capsys):
 # 10. demo
 
 
-def test_demo_writes_contact_sheet_and_report_and_says_untrained(tmp_path, capsys):
+def test_demo_writes_contact_sheet_and_report_and_names_the_demo_model(tmp_path, capsys):
     code, out, err = run(capsys, "demo", "--out", tmp_path / "demo", "--width", 192, "--height", 108,
                          "--frames", 3, "--progress", "none")
     assert code == 0, err
-    assert "NOTE" in out and "UNTRAINED" in out
+    assert "NOTE" in out and "demo model" in out and "UNTRAINED" not in out
     sheet = cv2.imread(str(tmp_path / "demo" / "contact_sheet.png"))
     assert sheet is not None and sheet.shape[1] > sheet.shape[0]
     assert sheet.std() > 10  # pictures, not a blank canvas
     report = json.loads((tmp_path / "demo" / "matte" / "howard_report.1001-1003.json").read_text())
-    assert report["frames_done"] == 3 and report["model"]["trained"] is False
+    assert report["frames_done"] == 3 and report["model"]["trained"] is True and report["model"]["demo"] is True
     for n in (1001, 1002, 1003):
         ch, spec = read_channels(tmp_path / "demo" / "matte" / f"plate_matte.{n}.exr")
         assert {"A", "fg.R", "err.Y", "ref.Y", "bg.B"} <= set(spec.channelnames)

@@ -152,3 +152,26 @@ def test_default_model_without_bundled_weights_says_untrained(monkeypatch, tmp_p
     monkeypatch.setattr(checkpoint, "DEFAULT_WEIGHTS", tmp_path / "absent.pt")
     model = load_model()
     assert isinstance(model, MattingRefine) and model.howard_meta["trained"] is False
+
+
+def test_default_model_is_the_bundled_demo_checkpoint_with_its_model_card():
+    import json
+
+    from howard_core.model import checkpoint
+
+    path = checkpoint.DEFAULT_WEIGHTS
+    assert path.is_file() and path.stat().st_size <= 12 * 2**20
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert raw["format"] == "howard-checkpoint" and raw["kind"] == "refine" and raw["backbone"] == "mobilenetv2"
+    assert all(v.dtype == torch.float16 for v in raw["state_dict"].values() if v.is_floating_point())
+    card = raw["meta"]["model_card"]
+    assert card == json.loads(path.with_suffix(".json").read_text())
+    assert "synthetic" in card["what_it_is"] and "weights install" in card["what_it_is"]
+    assert card["training"]["base"]["steps"] > 0 and card["training"]["refine"]["steps"] > 0
+    ev = card["evaluation"]
+    # The claim the card makes: clearly better than the classical difference key on held-out data.
+    assert ev["model"]["sad_div1e3"] < ev["baseline"]["sad_div1e3"]
+    assert ev["model"]["mse_x1e3"] < ev["baseline"]["mse_x1e3"]
+    model = load_model()
+    assert isinstance(model, MattingRefine) and model.howard_meta["trained"] is True
+    assert model.howard_meta["source"] == str(path) and model.howard_meta["meta"]["demo"] is True
