@@ -30,13 +30,20 @@ DEMO_NOTE = ("the default weights are Howard's demo model, trained on synthetic 
              "`--model resnet50`")
 
 
-def _weights_notice(model: dict) -> str | None:
-    """The stderr line that says what the default weights are, or None for weights the user chose."""
+def _weights_notice(model: dict) -> tuple[str, str] | None:
+    """(level, text) saying what the default weights are, or None for weights the user chose.
+    `model` is the report's "model" record (trained, demo)."""
     if not model.get("trained", True):
-        return f"howard: warning: {UNTRAINED_NOTE}"
+        return "warning", UNTRAINED_NOTE
     if model.get("demo"):
-        return f"howard: note: {DEMO_NOTE}"
+        return "note", DEMO_NOTE
     return None
+
+
+def _print_weights_notice(model: dict, stream) -> None:
+    notice = _weights_notice(model)
+    if notice:
+        print(f"howard: {notice[0]}: {notice[1]}", file=stream)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -54,9 +61,7 @@ class TerminalProgress:
     def __call__(self, event: dict) -> None:
         kind = event["event"]
         if kind == "start":
-            notice = _weights_notice(event["model"])
-            if notice:
-                print(notice, file=self.stream)
+            _print_weights_notice(event["model"], self.stream)
             skipped = f" ({event['skipped']} already complete, skipped)" if event["skipped"] else ""
             print(f"howard: {event['total']} frames -> {event['output']}{skipped}", file=self.stream)
         elif kind == "frame":
@@ -95,9 +100,8 @@ def _with_weights_notice(progress):
         return progress
 
     def report(event: dict) -> None:
-        notice = _weights_notice(event["model"]) if event["event"] == "start" else None
-        if notice:
-            print(notice, file=sys.stderr)
+        if event["event"] == "start":
+            _print_weights_notice(event["model"], sys.stderr)
         if progress is not None:
             progress(event)
 
@@ -171,7 +175,7 @@ def cmd_demo(args) -> int:
     print(f"howard demo: {report['frames_done']} frames at {report['timing']['fps']} fps")
     notice = _weights_notice(report["model"])
     if notice:
-        print(f"howard demo: NOTE {notice.split(': ', 2)[2]}")
+        print(f"howard demo: NOTE {notice[1]}")
     return 0
 
 
@@ -247,10 +251,8 @@ def cmd_export_nuke(args) -> int:
     path = export_torchscript(model, args.output, **settings)
     print(f"wrote {path}: 6-channel input (plate RGB, aligned clean-plate RGB, sRGB 0..1) -> "
           f"4-channel output (foreground RGB, alpha); convert it to .cat with Nuke's CatFileCreator")
-    notice = _weights_notice({"trained": model.howard_meta.get("trained", True),
-                              "demo": bool(model.howard_meta.get("meta", {}).get("demo"))})
-    if notice:
-        print(notice, file=sys.stderr)
+    _print_weights_notice({"trained": model.howard_meta.get("trained", True),
+                           "demo": bool(model.howard_meta.get("meta", {}).get("demo"))}, sys.stderr)
     return 0
 
 
