@@ -29,7 +29,7 @@ from howard_core.errors import HowardError
 from howard_core.io.atomic import write_text_atomic
 from howard_core.model.checkpoint import DEFAULT_WEIGHTS, load_model, save_checkpoint
 
-from .checkpoint import read_training_checkpoint
+from .checkpoint import lr_phases, read_training_checkpoint
 from .data import PHOTOS, PlateGap
 from .evaluate import evaluate
 
@@ -43,7 +43,7 @@ def _stage_summary(ck: dict) -> dict:
     train = ck["train"]
     cfg, history = train["config"], train["history"]
     return {"steps": int(train["step"]), "batch_size": cfg["batch_size"], "size": cfg["size"],
-            "lr_phases": train.get("lr_phases") or [{"from_step": 0, "lr_scale": cfg["lr_scale"] or 1.0}],
+            "lr_phases": lr_phases(train),
             "seed": cfg["seed"], "data": cfg["data"], "device": ck["meta"].get("device"),
             "backbone_scale": cfg.get("backbone_scale"), "refine_sample_pixels": cfg.get("refine_sample_pixels"),
             "started": ck["meta"].get("started"), "saved": ck["meta"].get("saved"),

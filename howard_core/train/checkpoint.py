@@ -43,3 +43,10 @@ def read_training_checkpoint(path) -> dict:
         raise HowardError(f"{path}: holds weights only, no training state; use --init {path} to start a new "
                           f"run from it")
     return obj
+
+
+def lr_phases(train_state: dict) -> list[dict]:
+    """The learning-rate phases of a training state, `[{"from_step", "lr_scale"}, ...]`. Checkpoints
+    written before phases were recorded ran at one scale, their config's (None meaning 1)."""
+    return list(train_state.get("lr_phases") or
+                [{"from_step": 0, "lr_scale": train_state["config"].get("lr_scale") or 1.0}])

@@ -43,6 +43,7 @@ from howard_core.errors import HowardError
 from howard_core.io.atomic import write_text_atomic
 from howard_core.model.checkpoint import save_checkpoint
 
+from .checkpoint import lr_phases as read_lr_phases
 from .checkpoint import read_training_checkpoint
 from .data import FolderDataset, SyntheticComposites
 from .losses import base_loss, refine_loss
@@ -265,8 +266,7 @@ def train(config: TrainConfig, log=print) -> Path:
         _set_rng_state(state["rng"], device)
         step, history = int(state["step"]), list(state["history"])
         init_name = resume["meta"].get("init")
-        saved_scale = state["config"].get("lr_scale")
-        lr_phases = list(state.get("lr_phases") or [{"from_step": 0, "lr_scale": saved_scale or 1.0}])
+        lr_phases = read_lr_phases(state)
         log(f"resume: {cfg.resume} at step {step}")
         # A resumed run keeps its learning rates unless told otherwise: then from this step on
         # (e.g. a lower rate to finish a run).
