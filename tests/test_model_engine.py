@@ -121,3 +121,33 @@ def test_mismatched_inputs_are_rejected():
     matter = Matter(MattingRefine("mobilenetv2").eval(), device="cpu")
     with pytest.raises(HowardError, match="same shape"):
         matter(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 60))
+
+
+def test_refiner_convolutions_run_in_few_fixed_batch_sizes(vectors, monkeypatch):
+    """Small batches force several full batches and a padded last one; the outputs must not change, and
+    the convolutions must only ever see the allowed batch sizes (oneDNN caches one primitive per shape)."""
+    from howard_core.model import engine
+
+    case = next(c for c in vectors["cases"] if c["config"].get("refine_mode") == "sampling"
+                and c["config"].get("model") != "base")
+    seen = set()
+    real = engine.in_fixed_batches
+
+    def spy(fn, *xs):
+        def counted(*parts):
+            seen.add(parts[0].shape[0])
+            return fn(*parts)
+        return real(counted, *xs)
+
+    monkeypatch.setattr(engine, "BATCH", 8)
+    monkeypatch.setattr(engine, "BATCH_GRAIN", 4)
+    monkeypatch.setattr(engine, "in_fixed_batches", spy)
+    for stage1 in ("tiles", "windows"):
+        matter = Matter(_refine(dict(case["config"])), device="cpu", precision="fp32")
+        matter.stage1 = stage1
+        out = matter(vectors["src"].clone(), vectors["bgr"].clone())
+        assert (out.alpha - case["outputs"]["pha"]).abs().max() <= 1e-4, stage1
+        assert (out.foreground - case["outputs"]["fgr"]).abs().max() <= 1e-4, stage1
+        assert torch.equal(out.refinement[:, :, ::4, ::4], case["outputs"]["ref_sm"]), stage1
+    assert seen and seen <= {4, 8}, seen
+    assert int(case["outputs"]["ref_sm"].sum()) > 8  # more patches than one batch, so batching was exercised

@@ -18,6 +18,8 @@ It computes exactly what `network.MattingRefine` computes (fp32 stays within
   replaced by sums of convolutions over the parts.
 * Full-resolution alpha and foreground are upsampled once and the refined
   patches written into them in place.
+* The refiner's convolutions run in a few fixed batch sizes (`in_fixed_batches`),
+  so memory stays flat over a clip although the patch count changes per frame.
 
 Inputs are (B, 3, H, W) float tensors in 0..1 (display-referred sRGB), any H, W:
 `Matter` pads to a multiple of 4 by edge replication and crops back.
@@ -253,6 +255,32 @@ def _resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+BATCH = 1024  # patches (or tiles) per refiner convolution call
+BATCH_GRAIN = 64  # the last, partial call is zero-padded up to a multiple of this
+
+
+def in_fixed_batches(fn, *xs: torch.Tensor) -> torch.Tensor:
+    """fn(*xs) for functions that treat every row of dim 0 independently (convolutions over
+    patches), run on at most len(range(BATCH_GRAIN, BATCH + 1, BATCH_GRAIN)) distinct batch sizes.
+
+    How many patches a frame refines changes from frame to frame, and oneDNN (with PyTorch's
+    ideep layer above it) caches compiled primitives per input shape, up to 1,024 of each: fed
+    the raw counts, a long clip grows resident memory by hundreds of MB before those caches
+    fill. In fixed batches the caches hold a handful of shapes. Zero padding of the last batch
+    is sliced off; every row's arithmetic is unchanged.
+    """
+    n = xs[0].shape[0]
+    outs = []
+    for start in range(0, n, BATCH):
+        part = [x[start:start + BATCH] for x in xs]
+        m = part[0].shape[0]
+        pad = -m % BATCH_GRAIN
+        if pad:
+            part = [torch.cat([p, p.new_zeros((pad, *p.shape[1:]))]) for p in part]
+        outs.append(fn(*part)[:m])
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
 class Matter:
     """Fast inference around a `MattingRefine` or `MattingBase` model.
 
@@ -410,8 +438,23 @@ class Matter:
         (N, 6, h, w) channels-last, src and bgr, both at half resolution -> (N, h-4, w-4, 16) for 3x3 kernels
         (same size for 1x1)."""
         r = self.net_lp.refiner
-        t = torch.relu_(self._split_conv(r.conv1, self._conv1_w, [low.permute(0, 3, 1, 2), s_half]))
-        return torch.relu_(r.conv2(t)).permute(0, 2, 3, 1)
+
+        def convs(low, s_half):
+            t = torch.relu_(self._split_conv(r.conv1, self._conv1_w, [low.permute(0, 3, 1, 2), s_half]))
+            return torch.relu_(r.conv2(t)).permute(0, 2, 3, 1)
+
+        return in_fixed_batches(convs, low, s_half)
+
+    def _stage2_convs(self, mid, full) -> torch.Tensor:
+        """conv3+ReLU, conv4 on mid (N, 2win, 2win, 16), the nearest 2x of stage 1, and full (N, 6, 2win,
+        2win), the src/bgr windows at full resolution -> (N, 4, 4, 4) float32: alpha + foreground residual."""
+        r = self.net_lp.refiner
+
+        def convs(mid, full):
+            z = torch.relu_(self._split_conv(r.conv3, self._conv3_w, [mid.permute(0, 3, 1, 2), full]))
+            return r.conv4(z).float()
+
+        return in_fixed_batches(convs, mid, full)
 
     def _stage1_windows(self, low, s_half, b, y, x, win, p, half):
         """Per patch: resize the coarse output to half resolution, crop each patch's window, convolve."""
@@ -471,7 +514,6 @@ class Matter:
         low[:, 0:1].clamp_(0.0, 1.0)
         low[:, 5:].relu_()
         b, y, x = idx[:, 0], idx[:, 1], idx[:, 2]
-        r = self.net_lp.refiner
         k3 = self.kernel_size == 3
         p, q = (3, 2) if k3 else (0, 0)  # zero padding the reference applies at half and full resolution
         win = 4 if k3 else 2  # conv2 outputs one patch reads, per side
@@ -489,8 +531,7 @@ class Matter:
         # resize), beside the full-resolution src/bgr window, through conv3 and conv4.
         mid = mid.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
         full = gather_planes((src, bgr), b, 4 * y - q, 4 * x - q, 2 * win)
-        z = torch.relu_(self._split_conv(r.conv3, self._conv3_w, [mid.permute(0, 3, 1, 2), full]))
-        patches = r.conv4(z).float()  # (N, 4, 4, 4): alpha + foreground residual
+        patches = self._stage2_convs(mid, full)  # (N, 4, 4, 4): alpha + foreground residual
         for target, channels in ((pha, slice(0, 1)), (fgr_res, slice(1, 4))):
             c = target.shape[1]
             blocks = target.view(B, c, hq, 4, wq, 4).permute(0, 2, 4, 1, 3, 5)
