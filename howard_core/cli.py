@@ -132,6 +132,7 @@ def _add_matte_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clean-scale", type=float, help="clean-plate frames per plate frame")
     p.add_argument("--no-align", action="store_true", help="the clean plate already lines up (locked-off)")
     p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores but one)")
     p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
 
 
@@ -146,7 +147,7 @@ def cmd_matte(args) -> int:
           device=args.device, precision=args.precision, colorspace=args.colorspace,
           clean_colorspace=args.clean_colorspace, ocio_config=args.ocio_config, missing=args.missing,
           resume=args.resume, align=not args.no_align, window=args.window, clean_offset=args.clean_offset,
-          clean_scale=args.clean_scale, batch_size=args.batch_size, report=args.report,
+          clean_scale=args.clean_scale, batch_size=args.batch_size, threads=args.threads, report=args.report,
           progress=_with_weights_notice(_progress(args.progress)))
     return 0
 
