@@ -263,8 +263,11 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
             def write_stage(item):
                 n, native, work, bg, frame_qc, flagged, out = item
                 alpha, fg, err, ref = out
-                residual = native - src.from_working(work)  # what the working space clipped away
-                fg_native = src.from_working(fg) + residual * alpha[..., None]
+                fg_native = src.from_working(fg)
+                residual = src.converter.clipped_away(native, work)
+                if residual is not None:
+                    residual *= alpha[..., None]
+                    fg_native += residual
                 extra = {}
                 if "fg" in layers:
                     extra["fg"] = fg_native

@@ -94,6 +94,35 @@ def test_ocio_acescg_from_builtin_config():
     np.testing.assert_allclose(conv.from_working(conv.to_working(native)), native, atol=2e-3)
 
 
+def test_clipped_away_is_what_the_working_space_cannot_hold():
+    inside = _ramp()
+    for name in ("linear", "srgb"):
+        conv = make_converter(name)
+        assert conv.clipped_away(inside) is None  # nothing to carry: the common case costs nothing
+        hot = inside.copy()
+        hot[0, 0] = (4.0, -0.25, 1.0)
+        lost = conv.clipped_away(hot)
+        np.testing.assert_allclose(lost[0, 0], (3.0, -0.25, 0.0), atol=1e-6)
+        assert np.count_nonzero(lost) == 2
+        # The fast paths agree with the general definition, up to the curve's float32 rounding.
+        np.testing.assert_allclose(lost, hot - conv.from_working(conv.to_working(hot)), atol=1e-6)
+    conv = make_converter("ACEScg")
+    native = np.full((2, 2, 3), 3.0, np.float32)
+    np.testing.assert_allclose(conv.clipped_away(native), native - conv.from_working(conv.to_working(native)))
+    assert conv.clipped_away(native).max() > 1.0
+
+
+def test_srgb_curves_match_the_closed_form_over_the_whole_range():
+    x = np.linspace(-0.5, 1.5, 20001, dtype=np.float32).reshape(1, -1, 3)[:, :6667]
+    c = np.clip(x.astype(np.float64), 0, 1)
+    enc = np.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
+    dec = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    np.testing.assert_allclose(srgb_encode(x), enc, atol=1e-6)
+    np.testing.assert_allclose(srgb_decode(x), dec, atol=1e-6)
+    assert srgb_encode(x).dtype == srgb_decode(x).dtype == np.float32
+    assert srgb_encode(np.float32(1.0)) == 1.0 and np.shape(srgb_decode(np.float32(0.5))) == ()
+
+
 def test_ocio_roles_and_aliases_resolve_to_canonical_names():
     assert make_converter("scene_linear").name == "ACEScg"
     assert make_converter("lin_rec709").name == "linear"  # our fast path wins for the short name

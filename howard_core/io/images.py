@@ -203,14 +203,16 @@ def write_image(
     alpha_channel: int = -1,
     attributes: dict | None = None,
 ) -> None:
-    """Write HxWxC float32 `pixels` atomically to `path` (format from the extension).
+    """Write HxWxC float32 (or float16) `pixels` atomically to `path` (format from the extension).
 
     `pixel_type` is an OIIO type (`oiio.HALF`, `oiio.UINT8`, `oiio.UINT16`); integer
-    types take 0..1 floats and are clamped and rounded by OIIO. Pixels are written as
-    given: pass `{"oiio:UnassociatedAlpha": 1}` for straight alpha in formats (PNG) that
-    OIIO would otherwise un-premultiply on write.
+    types take 0..1 floats and are clamped and rounded by OIIO. float16 pixels for a HALF
+    file are stored as they are, with no conversion. Pixels are written as given: pass
+    `{"oiio:UnassociatedAlpha": 1}` for straight alpha in formats (PNG) that OIIO would
+    otherwise un-premultiply on write.
     """
-    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    pixels = np.asarray(pixels)
+    pixels = np.ascontiguousarray(pixels, dtype=np.float16 if pixels.dtype == np.float16 else np.float32)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     h, w, c = pixels.shape

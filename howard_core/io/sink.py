@@ -131,10 +131,10 @@ class FrameSink:
         return ["R", "G", "B", "A"]
 
     def _write_exr(self, n: int, rgb: np.ndarray, alpha: np.ndarray, layers: dict) -> None:
-        planes = [rgb * alpha[:, :, None], alpha[:, :, None]]
-        names = ["R", "G", "B", "A"]
         if "fg" in self.layers:
             layers.setdefault("fg", rgb)  # the straight foreground is what we were given
+        names = ["R", "G", "B", "A"]
+        planes = []
         for name in self.layers:
             if name not in layers:
                 raise ValueError(f"EXR sink was opened with layer {name!r} but write() did not get it")
@@ -146,17 +146,21 @@ class FrameSink:
             suffixes = ("R", "G", "B") if data.shape[2] == 3 else ("Y",)
             planes.append(data)
             names += [f"{name}.{s}" for s in suffixes]
+        # The half-float frame is filled here, channel group by group: OpenImageIO's own float ->
+        # half conversion costs more than compressing the file. Values past the half range become
+        # inf, as with any half-float writer.
+        pixels = np.empty((*rgb.shape[:2], len(names)), np.float16)
+        with np.errstate(over="ignore"):
+            np.multiply(rgb, alpha[:, :, None], out=pixels[:, :, :3], casting="unsafe")
+            pixels[:, :, 3] = alpha
+            k = 4
+            for data in planes:
+                pixels[:, :, k:k + data.shape[2]] = data
+                k += data.shape[2]
         # OIIO's interop names for our two fast-path spaces, so OIIO-based tools recognise them.
         space = {LINEAR: "lin_rec709_scene", SRGB: "srgb_rec709_scene"}.get(self.converter.name, self.converter.name)
         attributes = {"compression": "zip", "oiio:ColorSpace": space, "Software": "Howard"}
-        images.write_image(
-            self.path_for(n),
-            np.concatenate(planes, axis=2),
-            names,
-            oiio.HALF,
-            alpha_channel=3,
-            attributes=attributes,
-        )
+        images.write_image(self.path_for(n), pixels, names, oiio.HALF, alpha_channel=3, attributes=attributes)
 
 
 class ProResSink(FrameSink):
