@@ -16,6 +16,10 @@ def test_bench_pipeline_prints_consistent_json(tmp_path, capsys):
     assert tp["pipeline_fps"] > 0 and tp["model_only_fps"] > 0
     assert abs(tp["ratio"] - tp["pipeline_fps"] / tp["model_only_fps"]) < 0.01
     assert set(tp["stage_seconds"]) == {"wall_s", "read_s", "align_s", "matte_s", "write_s"}
+    bound, cpu = tp["cpu_bound"], tp["cpu_s_per_frame"]
+    assert bound["cores"] >= 1 and 0 < bound["cores_busy"]
+    assert abs(bound["ratio_ceiling"] - cpu["model_only"] / cpu["pipeline"]) < 0.01
+    assert abs(bound["pipeline_fps_ceiling"] - bound["cores"] / cpu["pipeline"]) < 0.05 * bound["pipeline_fps_ceiling"]
     # The inputs it wrote and the outputs of its timed run are real files.
     assert len(list((tmp_path / "hd" / "plate").glob("plate.*.exr"))) == 2
     assert len(list((tmp_path / "out0").glob("plate_matte.*.exr"))) == 2

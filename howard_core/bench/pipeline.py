@@ -18,7 +18,12 @@ alternating within each repeat so machine noise hits both alike:
 (oneDNN chooses kernels on first use). The report's per-stage seconds (read, align, matte,
 write: busy time of each concurrent stage) come from the last pipeline run, and
 `cpu_s_per_frame` gives the process's CPU time per frame for each path: where it is more
-than the cores can supply, the stages around the model slow the model down.
+than the cores can supply, the stages around the model slow the model down. `cpu_bound`
+spells that out: with inference on the same CPU, the pipeline can run at most at
+cores / (its CPU-seconds per frame) (`pipeline_fps_ceiling`; `cores_busy` is the share of
+that it reached), and so at most at `ratio_ceiling` = model CPU / pipeline CPU per frame of
+the model-only rate. Only inference on another device (a GPU), or cheaper decode, alignment
+and encode, lifts that ceiling.
 
 Memory: for each clip length in `--memory-frames` the inputs are written at `--memory-size`
 and `matte()` runs in a fresh subprocess that reports its peak resident memory (VmHWM
@@ -135,6 +140,8 @@ def bench_throughput(args, work: Path) -> dict:
         model_fps.append(args.frames / _model_only(matter, srcs, bgrs, args.batch_size))
         model_cpu.append((time.process_time() - cpu) / args.frames)
     p, s, m = (statistics.median(v) for v in (pipe_fps, pipe_stream_fps, model_fps))
+    cpu_pipe, cpu_model = statistics.median(pipe_cpu), statistics.median(model_cpu)
+    cores = _cores()
     timing = report["timing"]
     return {
         "size": f"{width}x{height}", "frames": args.frames, "repeats": args.repeats,
@@ -147,12 +154,23 @@ def bench_throughput(args, work: Path) -> dict:
                  "model_only_fps": [round(v, 3) for v in model_fps]},
         "stage_seconds": {k: timing[k] for k in ("wall_s", "read_s", "align_s", "matte_s", "write_s")},
         # CPU seconds per frame (all threads): with few cores, the stages around the model compete with it.
-        "cpu_s_per_frame": {"pipeline": round(statistics.median(pipe_cpu), 3),
-                            "model_only": round(statistics.median(model_cpu), 3)},
+        "cpu_s_per_frame": {"pipeline": round(cpu_pipe, 3), "model_only": round(cpu_model, 3)},
+        # Where inference shares the CPU with decoding, alignment and writing, a frame costs the
+        # pipeline cpu_pipe CPU-seconds against the model's cpu_model: that bounds the ratio.
+        "cpu_bound": {"cores": cores, "pipeline_fps_ceiling": round(cores / cpu_pipe, 3),
+                      "cores_busy": round(p * cpu_pipe / cores, 3),
+                      "ratio_ceiling": round(cpu_model / cpu_pipe, 3)},
         "flagged_frames": len(report["flagged_frames"]),
         "model": report["model"], "settings": report["settings"],
         "input_write_s": round(write_s, 2),
     }
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 # The child that runs one job and reports its memory. It loads the model before measuring the
