@@ -136,6 +136,22 @@ def test_linear_exr_round_trips_plate_colour_and_writes_all_layers(tmp_path, sma
         assert np.isfinite(bg).all() and bg.min() >= 0 and bg.max() <= 1.0
 
 
+def test_ocio_plate_space_round_trips_through_the_pipeline(tmp_path, small_shot):
+    # ACEScg through OCIO (not a numpy fast path): the writer needs the working copy to find what clipped.
+    plates = linear_plates(small_shot)
+    plate = write_sequence(tmp_path / "plate", "plate", plates, 1001)
+    clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in small_shot.clean], 1)
+    rep = matte(plate, clean, tmp_path / "out", model=constant_model(1.0), colorspace="ACEScg",
+                clean_colorspace="linear", layers=["bg"], align=False)
+    assert rep["settings"]["colorspace"] == "ACEScg"
+    ch, _ = read_channels(tmp_path / "out" / "plate_matte.1002.exr")
+    truth = stored(plates[1])
+    np.testing.assert_array_equal(ch["A"], 1.0)
+    # Opaque: the plate comes back in its own space, highlights (12.5) and negatives included.
+    np.testing.assert_allclose(rgb(ch), truth, rtol=5e-3, atol=2e-3)
+    assert rgb(ch).max() > 12
+
+
 def test_partial_alpha_premultiplies_in_plate_space_and_bg_is_the_clean_plate(tmp_path, small_shot):
     c = 0.5
     plates = linear_plates(small_shot)
@@ -328,6 +344,8 @@ def test_inference_threads_are_recorded_and_restored(tmp_path, small_shot, monke
     assert pipeline.inference_threads() == 1
     with pytest.raises(HowardError, match="threads must be at least 1"):
         matte(plate, clean, tmp_path / "bad", model=constant_model(0.5), threads=0)
+    with pytest.raises(HowardError, match="queue size must be at least 1"):
+        matte(plate, clean, tmp_path / "bad", model=constant_model(0.5), queue_size=0)
     assert not (tmp_path / "bad").exists()
 
 

@@ -96,6 +96,11 @@ class ColorConverter:
     def is_linear(self) -> bool:
         return self.name == LINEAR
 
+    @property
+    def is_fast(self) -> bool:
+        """True for the numpy fast paths (`srgb`, `linear`), False for OCIO spaces."""
+        return self.name in (SRGB, LINEAR)
+
     def to_working(self, native: np.ndarray) -> np.ndarray:
         """Native HxWx3 float32 (any range) -> working HxWx3 float32 sRGB, clipped to 0..1."""
         rgb = _rgb(native)
@@ -124,7 +129,7 @@ class ColorConverter:
         native - from_working(to_working(native)), e.g. scene-linear highlights above 1 and
         negatives; None where that is nothing. `working`: to_working(native), if already made."""
         rgb = _rgb(native)
-        if self.name in (SRGB, LINEAR):
+        if self.is_fast:
             # Both curves map 0..1 onto itself, so only values outside 0..1 are lost; a float32
             # round trip through the curve would only add its rounding error.
             if rgb.min() >= 0.0 and rgb.max() <= 1.0:
