@@ -149,8 +149,9 @@ class _Stage(threading.Thread):
 
 
 def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
-    """HxWx3 float32 arrays -> (B, 3, H, W) (channels-last memory, which Matter uses as is)."""
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+    """HxWx3 float32 arrays -> (B, 3, H, W) view in channels-last memory (Matter makes the one copy it needs)."""
+    batch = frames[0][None] if len(frames) == 1 else np.stack(frames)  # one frame: no stacking copy
+    return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
 
 def _report_path(report, sink, frames: list[int]) -> Path:
