@@ -347,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from howard_core.runtime import prepare_process
+
+    prepare_process()  # before any thread exists: allocator settings only reach threads started later
     parser = build_parser()
     # bench/train/eval hand their own options (and --help) on to the module that owns them.
     args, rest = parser.parse_known_args(argv)

@@ -28,7 +28,8 @@ and encode, lifts that ceiling.
 Memory: for each clip length in `--memory-frames` the inputs are written at `--memory-size`
 and `matte()` runs in a fresh subprocess that reports its peak resident memory (VmHWM
 from /proc/self/status, else ru_maxrss) once after loading the model and again after the
-run. A streaming pipeline's peak should not grow with clip length.
+run. The child prepares its process as the `howard` command does (`howard_core.runtime`).
+A streaming pipeline's peak should not grow with clip length.
 """
 
 from __future__ import annotations
@@ -188,6 +189,8 @@ def peak_kib():
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
+from howard_core.runtime import prepare_process
+prepare_process()  # as the howard command does, before any thread starts
 import torch
 torch.set_num_threads(int(sys.argv[5]))
 from howard_core.pipeline import _resolve_model, matte
