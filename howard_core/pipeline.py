@@ -20,10 +20,11 @@ back exactly as it was in the plate. Alpha, error and refinement are data.
 
 from __future__ import annotations
 
-import json
+import importlib.metadata
 import os
 import platform
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -93,14 +94,24 @@ def _resolve_model(model):
 
 
 def versions() -> dict:
-    import av
+    """Versions of Howard and the libraries it runs on, for reports and `howard info`."""
     import cv2
     import OpenImageIO
-    import PyOpenColorIO
 
     return {"howard": howard_core.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "opencv": cv2.__version__, "openimageio": OpenImageIO.__version__,
-            "opencolorio": PyOpenColorIO.__version__, "av": av.__version__}
+            "opencolorio": _version("PyOpenColorIO", "opencolorio"), "av": _version("av", "av")}
+
+
+def _version(module: str, dist: str) -> str | None:
+    # From the installed package's metadata unless already imported: importing PyAV only to name its
+    # version loads FFmpeg (16 MB resident) at the end of runs that read no movie.
+    if module in sys.modules:
+        return getattr(sys.modules[module], "__version__", None)
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class _Stage(threading.Thread):
@@ -189,7 +200,7 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
     queue_size: frames waiting between two stages (each HD frame in flight holds 50-100 MB;
     on 2 cores a queue of 1 or 2 ran as fast as 3 and peaked 60-200 MB lower).
     """
-    from howard_core.io import open_sink, open_source, resize_to, write_text_atomic
+    from howard_core.io import open_sink, open_source, resize_to, write_json_atomic
     from howard_core.model import Matter
 
     layers = tuple(layers)
@@ -348,7 +359,7 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
         }
         path = _report_path(report, sink, todo or src.frame_numbers)
         if todo or not path.exists():  # a resumed run that did nothing keeps the QC of the run that did
-            write_text_atomic(path, json.dumps(rep, indent=2, default=_json_default) + "\n")
+            write_json_atomic(path, rep, default=_json_default)
         rep["report"] = str(path)
         if progress:
             progress({"event": "done", "done": len(todo), "total": len(todo), "skipped": skipped,

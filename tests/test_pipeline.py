@@ -390,3 +390,13 @@ def test_bundled_demo_weights_matte_the_subject_of_a_handheld_shot(tmp_path):
         union = ((alpha > 0.5) | (truth > 0.5)).sum()
         assert inter / union > 0.75, (k, inter / union)  # measured 0.84 and 0.87
         assert np.abs(alpha - truth).mean() < 0.025, k  # measured 0.014 and 0.011
+
+
+def test_report_versions_name_the_installed_libraries():
+    import PyOpenColorIO
+
+    from howard_core.pipeline import versions
+
+    v = versions()  # read from package metadata where the module is not loaded yet
+    assert v["av"] == av.__version__ and v["opencolorio"] == PyOpenColorIO.__version__
+    assert v["torch"] == torch.__version__ and v["numpy"] == np.__version__

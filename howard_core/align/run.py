@@ -8,7 +8,6 @@ covers the plate). Runs frame by frame, so memory is flat in clip length.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ def align_clip(plate, clean_plate, output, *, frames=None, colorspace=None, clea
                ocio_config=None, missing="error", window=2, clean_offset=None, clean_scale=None,
                report=None, progress=None) -> dict:
     """Align `clean_plate` to every frame of `plate`, write RGBA EXRs to `output`; returns the QC report."""
-    from howard_core.io import open_sink, open_source, write_text_atomic
+    from howard_core.io import open_sink, open_source, write_json_atomic
     from howard_core.pipeline import _clean_colorspace, check_not_clean_plate
 
     with open_source(plate, frames=frames, colorspace=colorspace, ocio_config=ocio_config, missing=missing) as src, \
@@ -51,7 +50,7 @@ def align_clip(plate, clean_plate, output, *, frames=None, colorspace=None, clea
                         timing=dataclasses.asdict(seq.timing), window=window)
         folder = Path(sink.path_for(src.frame_numbers[0])).parent
         path = Path(report) if report else folder / f"howard_align.{src.frame_numbers[0]}-{src.frame_numbers[-1]}.json"
-        write_text_atomic(path, json.dumps(doc, indent=2, default=str) + "\n")
+        write_json_atomic(path, doc, default=str)
         doc["report"] = str(path)
         if progress:
             flagged = [r["frame"] for r in results if r.get("flagged")]

@@ -12,7 +12,13 @@ Modules, one concern each: `frames` (ranges, patterns), `color` (colour spaces),
 `images` (OpenImageIO stills), `movie` (PyAV), `source`, `sink`, `atomic`, `resample`.
 """
 
-from howard_core.io.atomic import atomic_write, ensure_writable_dir, write_bytes_atomic, write_text_atomic
+from howard_core.io.atomic import (
+    atomic_write,
+    ensure_writable_dir,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from howard_core.io.color import ColorConverter, default_colorspace, make_converter
 from howard_core.io.frames import SequencePattern, format_frames, parse_frames
 from howard_core.io.resample import resize_to
@@ -36,5 +42,6 @@ __all__ = [
     "parse_frames",
     "resize_to",
     "write_bytes_atomic",
+    "write_json_atomic",
     "write_text_atomic",
 ]
