@@ -11,6 +11,11 @@ atomic writes, progress, QC). Frames whose outputs are complete are skipped with
 `resume=True`; every chunk maps plate time to clean-plate time over the whole
 clip, so `frames` chunks on a farm are independent and agree with a full run.
 
+CPU budget: inference on the CPU gets one core fewer than the process may use
+(`inference_threads`), so the other stages are not starved by spinning OpenMP
+workers. Long runs should start their process with `howard_core.runtime.prepare_process()`
+(the `howard` command does) so frames freed across threads do not fragment malloc arenas.
+
 Colour: the network sees display-referred sRGB 0..1 (`FrameSource.read`). The
 foreground is written back in the plate's own space; where the plate held values
 the working space clips (scene-linear highlights above 1, negatives), those are
