@@ -203,7 +203,7 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
     may use, so decoding, alignment and writing run beside it; see `inference_threads`).
     progress: called with one dict per event ("start", "frame", "done").
     queue_size: frames waiting between two stages (each HD frame in flight holds 50-100 MB;
-    on 2 cores a queue of 1 or 2 ran as fast as 3 and peaked 60-200 MB lower).
+    on 2 cores a queue of 1 or 2 ran as fast as 3 and peaked 60-210 MiB lower).
     """
     from howard_core.io import open_sink, open_source, resize_to, write_json_atomic
     from howard_core.model import Matter

@@ -18,9 +18,9 @@ def limit_malloc_arenas(arenas: int = 1) -> bool:
 
     glibc gives each thread that allocates under contention an arena of its own. The pipeline's
     frames (8-25 MB each at HD) are allocated in one stage's thread and freed in another's, and the
-    arenas fragment: resident memory crept up over a clip, about 200 MB over the first 60 HD
-    frames. With one arena the same 60 frames peaked 1.54 instead of 1.76 GB and stayed flat, at the
-    same speed. It only affects threads started later, so it must run before torch, OpenImageIO or
+    arenas fragment: resident memory crept up over a clip, about 200 MiB over the first 60 HD
+    frames. With one arena the same 60 frames peaked at 1,543 instead of 1,759 MiB and stayed
+    level, at the same speed. It only affects threads started later, so it must run before torch, OpenImageIO or
     the pipeline start theirs. An explicit MALLOC_ARENA_MAX is left alone; elsewhere than glibc
     this does nothing.
     """
