@@ -142,8 +142,9 @@ def cmd_matte(args) -> int:
 
     layers = [x for x in (args.layers or "").split(",") if x]
     matte(args.plate, args.clean_plate, args.output, frames=parse_frames(args.frames) if args.frames else None,
-          kind=args.format, layers=layers, model=args.model, preset=args.preset, backbone_scale=args.backbone_scale,
-          refine_mode=args.refine_mode, sample_pixels=args.sample_pixels, refine_threshold=args.refine_threshold,
+          kind=args.format, layers=layers, compression=args.compression, model=args.model, preset=args.preset,
+          backbone_scale=args.backbone_scale, refine_mode=args.refine_mode, sample_pixels=args.sample_pixels,
+          refine_threshold=args.refine_threshold,
           device=args.device, precision=args.precision, colorspace=args.colorspace,
           clean_colorspace=args.clean_colorspace, ocio_config=args.ocio_config, missing=args.missing,
           resume=args.resume, align=not args.no_align, window=args.window, clean_offset=args.clean_offset,
@@ -290,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output pattern, file or folder")
     p.add_argument("--format", choices=["exr", "png", "alpha", "prores"], help="output kind (default: from -o)")
     p.add_argument("--layers", help="extra EXR layers, comma list of fg,err,ref,bg")
+    p.add_argument("--compression", help="EXR codec: none, rle, zips, zip (default), piz, pxr24, or lossy b44, "
+                   "b44a (alpha too), dwaa, dwab (colour only)")
     p.add_argument("--resume", action="store_true", help="skip frames whose outputs are already complete")
     p.add_argument("--report", help="run report JSON path (default: beside the outputs)")
     _add_matte_options(p)

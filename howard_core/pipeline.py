@@ -186,13 +186,14 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
           resume: bool = False, align: bool = True, window: int = 2, clean_offset: float | None = None,
           clean_scale: float | None = None, batch_size: int = 1, threads: int | None = None,
           report: str | os.PathLike | None = None, progress: Callable[[dict], None] | None = None,
-          queue_size: int = 2) -> dict:
+          queue_size: int = 2, compression: str | None = None) -> dict:
     """Pull a matte for every plate frame; returns the run report (also written as JSON).
 
     plate, clean_plate: sequence pattern (`####`, `%04d`, `@@@@`), folder, movie or still.
     output: pattern, file or folder; `kind` exr|png|alpha|prores (default from the name,
     a folder gives EXR). layers: extra EXR layers from fg (straight foreground), err,
-    ref, bg (aligned clean plate). model: None (bundled default), a checkpoint path, an
+    ref, bg (aligned clean plate). compression: EXR codec (default zip; see
+    `howard_core.io.sink.EXR_COMPRESSIONS`). model: None (bundled default), a checkpoint path, an
     installed weights name, or a loaded model. preset / backbone_scale / refine_mode /
     sample_pixels / refine_threshold: network settings. device, precision: see `Matter`.
     colorspace / clean_colorspace / ocio_config: input colour spaces (default by file type).
@@ -229,7 +230,7 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
         matter = Matter(net, device=device, precision=precision, preset=preset, backbone_scale=backbone_scale,
                         refine_mode=refine_mode, refine_sample_pixels=sample_pixels,
                         refine_threshold=refine_threshold)
-        sink = open_sink(output, kind, like=src, layers=layers)
+        sink = open_sink(output, kind, like=src, layers=layers, compression=compression)
         try:
             check_not_clean_plate(sink, clean, src.frame_numbers)
             todo = [n for n in src.frame_numbers if not (resume and sink.is_complete(n))]
@@ -352,7 +353,8 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
             "output_kind": kind, "layers": list(layers), "frames_done": len(todo), "frames_skipped": skipped,
             "model": _model_info(net, matter),
             "settings": {"device": str(matter.device), "precision": str(matter.dtype).replace("torch.", ""),
-                         "batch_size": batch_size, "threads": n_threads, "align": align, "window": window,
+                         "batch_size": batch_size, "threads": n_threads, "compression": sink.compression,
+                         "align": align, "window": window,
                          "clean_offset": clean_offset, "clean_scale": clean_scale, "colorspace": src.colorspace,
                          "clean_colorspace": clean.colorspace, "missing": missing, "resume": resume},
             "timing": {"wall_s": round(wall, 3), "fps": round(len(todo) / wall, 3) if wall > 0 and todo else None,

@@ -160,11 +160,24 @@ def _resume_prores(tmp, plate, clean, ckpt):
     return [plate, clean, "-o", tmp / "out" / "m.mov", "--resume"], str(tmp / "out" / "m.mov")
 
 
+def _unknown_compression(tmp, plate, clean, ckpt):
+    return [plate, clean, "--compression", "zip9"], "zip9"
+
+
+def _compression_with_png_output(tmp, plate, clean, ckpt):
+    return [plate, clean, "-o", tmp / "out" / "m.####.png", "--compression", "piz"], "m.####.png"
+
+
+def _zero_threads(tmp, plate, clean, ckpt):
+    return [plate, clean, "--threads", "0"], "threads"
+
+
 BAD_INPUTS = [_missing_plate, _pattern_without_frames, _missing_clean_plate, _corrupt_plate_frame,
               _corrupt_clean_plate, _missing_middle_frame, _bad_frames_text, _frames_outside_the_clip,
               _frames_running_past_the_clip, _output_under_a_file, _random_bytes_checkpoint, _truncated_checkpoint,
               _not_a_bgmv2_checkpoint, _unknown_weights_name, _unknown_layer, _layers_with_png_output,
-              _output_is_the_plate, _output_is_the_clean_plate, _wrong_extension_for_format, _resume_prores]
+              _output_is_the_plate, _output_is_the_clean_plate, _wrong_extension_for_format, _resume_prores,
+              _unknown_compression, _compression_with_png_output, _zero_threads]
 
 
 def _bad_command(case, tmp_path, clip, checkpoint):
@@ -321,6 +334,18 @@ def test_killed_run_leaves_only_complete_frames_and_resume_finishes_it(tmp_path,
 
 # --------------------------------------------------------------------------------------------------
 # 7. --progress json
+
+
+def test_compression_and_threads_reach_the_files_and_the_report(tmp_path, clip, checkpoint, capsys):
+    plate, clean, plates = clip
+    code, _, err = run(capsys, "matte", plate, clean, "-o", tmp_path / "out", "--model", checkpoint,
+                       "--frames", "1002", "--compression", "piz", "--threads", "1", "--progress", "none")
+    assert code == 0, err
+    channels, spec = read_channels(tmp_path / "out" / "plate_matte.1002.exr")
+    assert spec.getattribute("compression") == "piz"
+    np.testing.assert_allclose(channels["A"], 0.5)
+    report = json.loads((tmp_path / "out" / "howard_report.1002-1002.json").read_text())
+    assert report["settings"]["threads"] == 1 and report["settings"]["compression"] == "piz"
 
 
 def test_progress_json_is_one_object_per_line(tmp_path, clip, checkpoint, capsys):

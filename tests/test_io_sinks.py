@@ -88,6 +88,29 @@ def test_exr_sink_alpha_is_clipped_before_premultiplying(tmp_path):
     np.testing.assert_allclose(pixels[:, :, 0], 0.5)
 
 
+@pytest.mark.parametrize("codec", ["piz", "rle", "dwaa", "none"])
+def test_exr_compression_is_what_the_file_says_and_alpha_stays_exact(tmp_path, codec):
+    rgb, alpha = frame_data(seed=4, top=1.0)
+    with open_sink(tmp_path / "m.####.exr", "exr", compression=codec) as sink:
+        sink.write(7, rgb, alpha)
+    with open_sink(tmp_path / "a.####.exr", "alpha", compression=codec) as sink:
+        sink.write(7, rgb, alpha)
+    pixels, _, spec = read_back(tmp_path / "m.0007.exr")
+    assert spec.getattribute("compression") == codec
+    assert read_back(tmp_path / "a.0007.exr")[2].getattribute("compression") == codec
+    np.testing.assert_array_equal(pixels[:, :, 3], half(alpha))  # DWA is lossy on colour only
+    tolerance = 0.05 if codec == "dwaa" else 1e-3
+    np.testing.assert_allclose(pixels[:, :, :3], half(rgb * alpha[:, :, None]), atol=tolerance)
+
+
+def test_exr_compression_errors_name_the_fix(tmp_path):
+    with pytest.raises(HowardError, match="compression 'zip9' is not known; use one of none, rle"):
+        open_sink(tmp_path / "x" / "m.####.exr", "exr", compression="zip9")
+    with pytest.raises(HowardError, match=r"m\.####\.png: EXR compression piz applies to EXR output only"):
+        open_sink(tmp_path / "x" / "m.####.png", "png", compression="piz")
+    assert not (tmp_path / "x").exists()  # refused before the output folder is made
+
+
 def test_exr_sink_missing_layer_is_a_programming_error(tmp_path):
     sink = open_sink(tmp_path / "m.####.exr", "exr", layers=["err"])
     with pytest.raises(ValueError, match="err"):

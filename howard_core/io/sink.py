@@ -7,7 +7,8 @@ Kinds (`open_sink(spec, kind, ...)`):
   request, in the same file as named channel groups: `fg.R fg.G fg.B` (straight
   foreground, plate space), `bg.R bg.G bg.B` (aligned clean plate, plate space), `err.Y`
   (error map, data), `ref.Y` (refinement map, data). Any other layer name works too:
-  3 channels -> `.R .G .B`, 1 channel -> `.Y`. ZIP compression (lossless).
+  3 channels -> `.R .G .B`, 1 channel -> `.Y`. ZIP compression (lossless) unless
+  `compression` names another of `EXR_COMPRESSIONS`.
 * `png`: RGBA PNG per frame, straight (unpremultiplied) foreground as PNG requires and
   the original BGMv2 workflow wrote; 8-bit by default, `bit_depth=16` on request.
 * `alpha`: single-channel alpha per frame. `.exr` -> half float channel `A`;
@@ -44,6 +45,9 @@ from howard_core.io.frames import SequencePattern
 from howard_core.io.source import FrameSource
 
 KINDS = ("exr", "png", "alpha", "prores")
+# OpenEXR's codecs. Lossless: none, rle, zips, zip, piz (and pxr24 for half data). Lossy: b44/b44a on every
+# channel, alpha included; dwaa/dwab on colour channels only (alpha stays lossless).
+EXR_COMPRESSIONS = ("none", "rle", "zips", "zip", "piz", "pxr24", "b44", "b44a", "dwaa", "dwab")
 _EXTS = {"exr": (".exr",), "png": (".png",), "alpha": (".exr", ".png", ".tif", ".tiff"), "prores": (".mov",)}
 _TAGS = {"exr": "matte", "png": "matte", "alpha": "alpha", "prores": "matte"}
 DEFAULT_PADDING = 4
@@ -62,12 +66,14 @@ class FrameSink:
 
     supports_resume = True
 
-    def __init__(self, kind: str, target: SequencePattern | Path, converter: ColorConverter, layers, bit_depth):
+    def __init__(self, kind: str, target: SequencePattern | Path, converter: ColorConverter, layers, bit_depth,
+                 compression: str = "zip"):
         self.kind = kind
         self.target = target
         self.converter = converter
         self.layers = list(layers)
         self.bit_depth = bit_depth
+        self.compression = compression
         self._lock = threading.Lock()
 
     @property
@@ -121,7 +127,8 @@ class FrameSink:
             is_exr = Path(self.path_for(n)).suffix.lower() == ".exr"
             pixel_type = oiio.HALF if is_exr else oiio.UINT16
             images.write_image(
-                self.path_for(n), alpha, self._channel_names(), pixel_type, alpha_channel=0 if is_exr else -1
+                self.path_for(n), alpha, self._channel_names(), pixel_type, alpha_channel=0 if is_exr else -1,
+                attributes={"compression": self.compression} if is_exr else None,
             )
 
     def _channel_names(self) -> list[str]:
@@ -159,7 +166,7 @@ class FrameSink:
                 k += data.shape[2]
         # OIIO's interop names for our two fast-path spaces, so OIIO-based tools recognise them.
         space = {LINEAR: "lin_rec709_scene", SRGB: "srgb_rec709_scene"}.get(self.converter.name, self.converter.name)
-        attributes = {"compression": "zip", "oiio:ColorSpace": space, "Software": "Howard"}
+        attributes = {"compression": self.compression, "oiio:ColorSpace": space, "Software": "Howard"}
         images.write_image(self.path_for(n), pixels, names, oiio.HALF, alpha_channel=3, attributes=attributes)
 
 
@@ -224,6 +231,7 @@ def open_sink(
     bit_depth: int | None = None,
     fps: Fraction | float | None = None,
     tag: str | None = None,
+    compression: str | None = None,
 ) -> FrameSink:
     """Open an output of `kind` (exr, png, alpha, prores) at `spec` (pattern, file name or folder).
 
@@ -232,6 +240,7 @@ def open_sink(
     (default `like.colorspace`, else by the output's file type). `bit_depth`: 8 or 16
     (png only). `fps`: ProRes frame rate (default the plate movie's, else 24). `tag`: the
     suffix a name derived from the plate gets (default by kind, e.g. `plate_matte.####.exr`).
+    `compression`: EXR codec, one of `EXR_COMPRESSIONS` (default zip; EXR outputs only).
     The output folder is created and checked for writability here.
     """
     if kind not in KINDS:
@@ -240,7 +249,13 @@ def open_sink(
         raise HowardError(f"extra layers ({', '.join(layers)}) need an EXR output; use the exr output kind")
     if bit_depth is not None and (kind != "png" or bit_depth not in (8, 16)):
         raise HowardError(f"bit depth {bit_depth} is not available for {kind} output; only png takes 8 or 16")
+    if compression is not None and compression not in EXR_COMPRESSIONS:
+        raise HowardError(f"EXR compression {compression!r} is not known; use one of {', '.join(EXR_COMPRESSIONS)}")
     target = _resolve_target(Path(os.fspath(spec)), kind, like, tag)
+    where = target.display if isinstance(target, SequencePattern) else str(target)
+    if compression is not None and not where.lower().endswith(".exr"):
+        raise HowardError(f"{where}: EXR compression {compression} applies to EXR output only; drop it or "
+                          f"write an .exr output")
     folder = target.folder if isinstance(target, SequencePattern) else target.parent
     ensure_writable_dir(folder)
 
@@ -258,7 +273,7 @@ def open_sink(
     if kind == "prores":
         rate = Fraction(fps) if fps else (like.fps if like is not None and like.fps else DEFAULT_FPS)
         return ProResSink(target, converter, rate)
-    return FrameSink(kind, target, converter, layers, bit_depth or (8 if kind == "png" else 16))
+    return FrameSink(kind, target, converter, layers, bit_depth or (8 if kind == "png" else 16), compression or "zip")
 
 
 def _resolve_target(spec: Path, kind: str, like: FrameSource | None, tag: str | None) -> SequencePattern | Path:
