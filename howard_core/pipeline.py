@@ -247,7 +247,7 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
                 from howard_core.align import SequenceAligner
 
                 aligner = SequenceAligner(plate_count, len(clean_numbers), get_clean, window=window,
-                                          offset=clean_offset, scale=clean_scale)
+                                          offset=clean_offset, scale=clean_scale, keep_qc=False)
             else:
                 scale = clean_scale if clean_scale is not None else (
                     (len(clean_numbers) - 1) / (plate_count - 1) if plate_count > 1 else 1.0)

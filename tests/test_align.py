@@ -218,6 +218,11 @@ def test_sequence_falls_back_to_a_neighbouring_frame(shot):
     assert report["summary"]["flagged"] == [3]
     assert report["summary"]["fallbacks"] == {"wider_window": 1}
     assert seq.qc_report()["frames"] == json.loads(json.dumps(report["frames"]))
+    # A caller keeping its own records (the pipeline) gets the same fits without a second copy of the QC.
+    lean = SequenceAligner(6, 9, get_clean, window=0, offset=1.0, scale=1.0, keep_qc=False)
+    again = [lean.align_frame(i, shot.plate[i]) for i in range(6)]
+    assert [r.clean_index for r in again] == [r.clean_index for r in results]
+    assert lean.qc_report()["frames"] == []
 
 
 # -- sequences -----------------------------------------------------------------------------------------

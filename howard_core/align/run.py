@@ -29,7 +29,7 @@ def align_clip(plate, clean_plate, output, *, frames=None, colorspace=None, clea
         first, last = src.clip_range
         numbers = clean.frame_numbers
         seq = SequenceAligner(last - first + 1, len(numbers), lambda j: clean.read(numbers[j]), window=window,
-                              offset=clean_offset, scale=clean_scale)
+                              offset=clean_offset, scale=clean_scale, keep_qc=False)
         if progress:
             progress({"event": "start", "total": len(src.frame_numbers), "skipped": 0, "output": sink.display,
                       "model": {"trained": True}})

@@ -50,11 +50,14 @@ class SequenceAligner:
     cache_frames: prepared clean-plate frames kept (default 2 * window + 3, about 30 MB each at HD);
                  memory is flat in clip length apart from the QC records (a few kB per frame).
     aligner:     an `Aligner` to use; otherwise one is built from the remaining keyword options.
+    keep_qc:     keep every frame's QC record for `qc_report()` (default). Callers that keep their own
+                 records pass False, so a long clip does not hold two copies.
     """
 
     def __init__(self, plate_count: int, clean_count: int, get_clean: Callable[[int], np.ndarray], *,
                  window: int = 2, offset: float | None = None, scale: float | None = None,
-                 cache_frames: int | None = None, aligner: Aligner | None = None, **options):
+                 cache_frames: int | None = None, aligner: Aligner | None = None, keep_qc: bool = True,
+                 **options):
         if plate_count < 1 or clean_count < 1:
             raise HowardError(f"align: need at least one plate frame and one clean-plate frame, got "
                               f"{plate_count} and {clean_count}; check both sequences were found")
@@ -70,6 +73,7 @@ class SequenceAligner:
         self._cache: OrderedDict[int, PreparedFrame] = OrderedDict()
         self._last_good: tuple[int, np.ndarray] | None = None
         self._qc: list[dict] = []
+        self.keep_qc = keep_qc
 
     # -- timeline ---------------------------------------------------------------------------------------
 
@@ -109,7 +113,8 @@ class SequenceAligner:
         if result.fallback not in ("previous", "identity"):
             # A verified fit, however it was found: the next frame's fallback starts from here.
             self._last_good = (result.clean_index, result.homography)
-        self._qc.append(result.to_qc())
+        if self.keep_qc:
+            self._qc.append(result.to_qc())
         return result
 
     def _align(self, i: int, plate: np.ndarray, subject_mask: np.ndarray | None, js: list[int]) -> AlignResult:
