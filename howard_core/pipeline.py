@@ -429,6 +429,7 @@ def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Even
             start = time.perf_counter()
             out = matter(_to_tensor([b[2] for b in batch]), _to_tensor([b[3] for b in batch]))
             timings["matte"] += time.perf_counter() - start
+            out = type(out)(*(t.cpu() for t in out))  # from a GPU to the host once per batch; no-op on CPU
             for k, item_k in enumerate(batch):
                 alpha = out.alpha[k, 0].numpy()
                 fg = np.ascontiguousarray(out.foreground[k].permute(1, 2, 0).numpy())

@@ -106,10 +106,13 @@ def _frames_in_memory(plate: str, clean: str) -> tuple[list[torch.Tensor], list[
 
 
 def _model_only(matter, srcs, bgrs, batch_size: int) -> float:
-    """Seconds for `matter` over all frames, in batches like the pipeline's."""
+    """Seconds for `matter` over all frames, in batches like the pipeline's (inputs from host memory,
+    as the pipeline's are; on a GPU, until its last kernel has finished)."""
     start = time.perf_counter()
     for k in range(0, len(srcs), batch_size):
         matter(torch.cat(srcs[k:k + batch_size]), torch.cat(bgrs[k:k + batch_size]))
+    if matter.device.type == "cuda":
+        torch.cuda.synchronize(matter.device)
     return time.perf_counter() - start
 
 
