@@ -40,6 +40,7 @@ import torch
 
 import howard_core
 from howard_core.errors import HowardError
+from howard_core.runtime import cpu_cores
 
 LAYERS = ("fg", "err", "ref", "bg")
 OUTPUT_KINDS = {".exr": "exr", ".png": "png", ".mov": "prores"}
@@ -385,11 +386,7 @@ def inference_threads(requested: int | None = None) -> int:
     """
     if requested is not None:
         return int(requested)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(torch.get_num_threads(), cores - 1))
+    return max(1, min(torch.get_num_threads(), cpu_cores() - 1))
 
 
 def _json_default(value):

@@ -20,9 +20,9 @@ def limit_malloc_arenas(arenas: int = 1) -> bool:
     frames (8-25 MB each at HD) are allocated in one stage's thread and freed in another's, and the
     arenas fragment: resident memory crept up over a clip, about 200 MiB over the first 60 HD
     frames. With one arena the same 60 frames peaked at 1,543 instead of 1,759 MiB and stayed
-    level, at the same speed. It only affects threads started later, so it must run before torch, OpenImageIO or
-    the pipeline start theirs. An explicit MALLOC_ARENA_MAX is left alone; elsewhere than glibc
-    this does nothing.
+    level, at the same speed. It only affects threads started later, so it must run before torch,
+    OpenImageIO or the pipeline start theirs. An explicit MALLOC_ARENA_MAX is left alone; elsewhere
+    than glibc this does nothing.
     """
     if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
         return False
@@ -32,6 +32,14 @@ def limit_malloc_arenas(arenas: int = 1) -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return bool(mallopt(_M_ARENA_MAX, int(arenas)))
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which farm slots and containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity masks on this platform
+        return os.cpu_count() or 1
 
 
 def prepare_process() -> None:

@@ -322,7 +322,7 @@ def test_resume_of_a_finished_clip_does_nothing_and_keeps_its_report(tmp_path, s
 
 
 def test_inference_threads_are_recorded_and_restored(tmp_path, small_shot, monkeypatch):
-    from howard_core import pipeline
+    from howard_core import pipeline, runtime
     from howard_core.errors import HowardError
 
     plate = write_sequence(tmp_path / "plate", "plate", linear_plates(small_shot), 1001)
@@ -335,12 +335,12 @@ def test_inference_threads_are_recorded_and_restored(tmp_path, small_shot, monke
     assert rep["settings"]["threads"] == 1 and seen == [1]
     assert torch.get_num_threads() == before  # the caller's setting comes back
     # The default leaves a core to the reader, aligner and writer, within torch's own setting.
-    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     assert pipeline.inference_threads() == 3 and pipeline.inference_threads(5) == 5
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert pipeline.inference_threads() == 2
-    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert pipeline.inference_threads() == 1
     with pytest.raises(HowardError, match="threads must be at least 1"):
         matte(plate, clean, tmp_path / "bad", model=constant_model(0.5), threads=0)

@@ -49,3 +49,8 @@ def test_one_arena_for_all_threads_once_limited():
 def test_an_explicit_environment_setting_is_left_alone(monkeypatch):
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert runtime.limit_malloc_arenas() is False
+
+
+def test_cpu_cores_follow_the_affinity_mask(monkeypatch):
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert runtime.cpu_cores() == 3

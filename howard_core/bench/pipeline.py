@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from howard_core.errors import HowardError
+from howard_core.runtime import cpu_cores
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -145,7 +146,7 @@ def bench_throughput(args, work: Path) -> dict:
         model_cpu.append((time.process_time() - cpu) / args.frames)
     p, s, m = (statistics.median(v) for v in (pipe_fps, pipe_stream_fps, model_fps))
     cpu_pipe, cpu_model = statistics.median(pipe_cpu), statistics.median(model_cpu)
-    cores = _cores()
+    cores = cpu_cores()
     timing = report["timing"]
     return {
         "size": f"{width}x{height}", "frames": args.frames, "repeats": args.repeats,
@@ -168,13 +169,6 @@ def bench_throughput(args, work: Path) -> dict:
         "model": report["model"], "settings": report["settings"],
         "input_write_s": round(write_s, 2),
     }
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 # The child that runs one job and reports its memory. It loads the model before measuring the
