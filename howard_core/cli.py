@@ -245,6 +245,7 @@ def cmd_weights(args) -> int:
 
 def cmd_export_nuke(args) -> int:
     from howard_core.model import export_torchscript, load_model
+    from howard_core.pipeline import weights_status
     from howard_core.weights import resolve
 
     model = load_model(resolve(args.model) if args.model else None)
@@ -253,8 +254,7 @@ def cmd_export_nuke(args) -> int:
     path = export_torchscript(model, args.output, **settings)
     print(f"wrote {path}: 6-channel input (plate RGB, aligned clean-plate RGB, sRGB 0..1) -> "
           f"4-channel output (foreground RGB, alpha); convert it to .cat with Nuke's CatFileCreator")
-    _print_weights_notice({"trained": model.howard_meta.get("trained", True),
-                           "demo": bool(model.howard_meta.get("meta", {}).get("demo"))}, sys.stderr)
+    _print_weights_notice(weights_status(model), sys.stderr)
     return 0
 
 

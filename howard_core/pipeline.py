@@ -397,12 +397,17 @@ def _json_default(value):
     return str(value)
 
 
+def weights_status(net) -> dict:
+    """{"trained", "demo"} of a loaded model: False for the untrained stand-in, True for Howard's demo weights."""
+    meta = getattr(net, "howard_meta", {})
+    return {"trained": meta.get("trained", True), "demo": bool(meta.get("meta", {}).get("demo"))}
+
+
 def _model_info(net, matter) -> dict:
     meta = dict(getattr(net, "howard_meta", {}))
     return {"backbone": meta.get("backbone", getattr(net, "backbone_name", None)), "kind": meta.get("kind"),
             "format": meta.get("format"), "source": meta.get("source"), "sha256": meta.get("sha256"),
-            "trained": meta.get("trained", True), "demo": bool(meta.get("meta", {}).get("demo")),
-            "settings": dict(matter.settings)}
+            **weights_status(net), "settings": dict(matter.settings)}
 
 
 def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event, batch_size: int,
@@ -425,8 +430,10 @@ def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Even
         if batch and (ended or len(batch) >= batch_size):
             start = time.perf_counter()
             out = matter(_to_tensor([b[2] for b in batch]), _to_tensor([b[3] for b in batch]))
+            # From a GPU to the host once per batch (a no-op on the CPU), inside the timing: on a GPU
+            # this is where the wait for its kernels happens.
+            out = type(out)(*(t.cpu() for t in out))
             timings["matte"] += time.perf_counter() - start
-            out = type(out)(*(t.cpu() for t in out))  # from a GPU to the host once per batch; no-op on CPU
             for k, item_k in enumerate(batch):
                 alpha = out.alpha[k, 0].numpy()
                 fg = np.ascontiguousarray(out.foreground[k].permute(1, 2, 0).numpy())
