@@ -76,7 +76,7 @@ def list_weights() -> list[dict]:
 
 def install(path: str | os.PathLike, name: str | None = None, source: str | None = None) -> dict:
     """Validate a checkpoint file (it must load), copy it into `weights_dir()`, record it."""
-    from howard_core.io.atomic import atomic_write, write_text_atomic
+    from howard_core.io.atomic import atomic_write, write_json_atomic
     from howard_core.model import load_model
 
     path = Path(path)
@@ -98,7 +98,7 @@ def install(path: str | os.PathLike, name: str | None = None, source: str | None
         shutil.copyfile(path, tmp)
     record = {"name": name, "file": target.name, "sha256": meta["sha256"], "backbone": meta["backbone"],
               "kind": meta["kind"], "format": meta["format"], "source": source or str(path.resolve())}
-    write_text_atomic(_record_path(name), json.dumps(record, indent=2) + "\n")
+    write_json_atomic(_record_path(name), record)
     return {**record, "path": str(target)}
 
 

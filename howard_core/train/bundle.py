@@ -18,7 +18,6 @@ argument.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 from howard_core.errors import HowardError
-from howard_core.io.atomic import write_text_atomic
+from howard_core.io.atomic import write_json_atomic
 from howard_core.model.checkpoint import DEFAULT_WEIGHTS, load_model, save_checkpoint
 
 from .checkpoint import lr_phases, read_training_checkpoint
@@ -112,7 +111,7 @@ def bundle(run, out=None, n: int = 64, size: int = 512, seed: int = 0, log=print
     target = Path(out) if out is not None else DEFAULT_WEIGHTS
     pt = target.with_suffix(".pt")
     save_checkpoint(pt, model, {"trained": True, "demo": True, "model_card": card}, half=True)
-    write_text_atomic(pt.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
+    write_json_atomic(pt.with_suffix(".json"), card)
     log(f"wrote {pt} ({pt.stat().st_size / 2**20:.1f} MiB) and {pt.with_suffix('.json')}")
     log("held-out SAD/1e3: model {:.3f}, baseline {:.3f} (baseline/model {:.2f}x)".format(
         card["evaluation"]["model"]["sad_div1e3"], card["evaluation"]["baseline"]["sad_div1e3"],
