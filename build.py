@@ -56,7 +56,7 @@ def setup() -> None:
         pip += ["--find-links", LOCAL_WHEELS]
     # torch first and exactly pinned, so nothing later can resolve a different (CUDA) build.
     _run(pip + ["torch==2.13.0"])
-    _run(pip + ["-e", ".[test,train]"])
+    _run(pip + ["-e", ".[test,train,farm]"])
     STAMP.write_text(_setup_fingerprint())
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -113,33 +114,86 @@ def _with_weights_notice(progress):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _add_matte_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--frames", help="frame range, e.g. 1001-1100, 1001-1100x2 or 1,5,7-9 (default: all)")
-    p.add_argument("--model", help="checkpoint file or installed weights name (default: bundled weights)")
-    p.add_argument("--preset", choices=["hd", "4k"], help="published settings for HD or 4K plates")
-    p.add_argument("--backbone-scale", type=float, help="resolution of the coarse pass (default 0.25)")
-    p.add_argument("--refine-mode", choices=["sampling", "thresholding", "full"])
-    p.add_argument("--sample-pixels", type=int, help="pixels refined per frame in sampling mode (default 80000)")
-    p.add_argument("--refine-threshold", type=float, help="error threshold in thresholding mode (default 0.1)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--colorspace", help="plate colour space: linear, srgb or any OCIO name (default: by file type)")
-    p.add_argument("--clean-colorspace", help="clean-plate colour space (default: the plate's, by file type)")
-    p.add_argument("--ocio-config", help="OCIO config file (default: $OCIO, else the built-in studio config)")
-    p.add_argument("--missing", default="error", choices=["error", "hold"], help="what to do with a missing frame")
-    p.add_argument("--window", type=int, default=2, help="clean-plate candidates each side of the mapped frame")
-    p.add_argument("--clean-offset", type=float, help="clean-plate frame for plate frame 0 of the clip")
-    p.add_argument("--clean-scale", type=float, help="clean-plate frames per plate frame")
-    p.add_argument("--no-align", action="store_true", help="the clean plate already lines up (locked-off)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores but one)")
-    p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
+def _add_output_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [
+        p.add_argument("--format", choices=["exr", "png", "alpha", "prores"], help="output kind (default: from -o)"),
+        p.add_argument("--layers", help="extra EXR layers, comma list of fg,err,ref,bg"),
+        p.add_argument("--compression", help="EXR codec: none, rle, zips, zip (default), piz, pxr24, or lossy b44, "
+                       "b44a (alpha too), dwaa, dwab (colour only)"),
+    ]
+
+
+def _add_matte_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The matte options, defined once: `howard matte` parses them and the farm commands pass on the
+    ones the user set (`_options_argv`), so a farm chunk runs exactly what the CLI would."""
+    return [
+        p.add_argument("--frames", help="frame range, e.g. 1001-1100, 1001-1100x2 or 1,5,7-9 (default: all)"),
+        p.add_argument("--model", help="checkpoint file or installed weights name (default: bundled weights)"),
+        p.add_argument("--preset", choices=["hd", "4k"], help="published settings for HD or 4K plates"),
+        p.add_argument("--backbone-scale", type=float, help="resolution of the coarse pass (default 0.25)"),
+        p.add_argument("--refine-mode", choices=["sampling", "thresholding", "full"]),
+        p.add_argument("--sample-pixels", type=int, help="pixels refined per frame in sampling mode (default 80000)"),
+        p.add_argument("--refine-threshold", type=float, help="error threshold in thresholding mode (default 0.1)"),
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N"),
+        p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"]),
+        p.add_argument("--colorspace",
+                       help="plate colour space: linear, srgb or any OCIO name (default: by file type)"),
+        p.add_argument("--clean-colorspace", help="clean-plate colour space (default: the plate's, by file type)"),
+        p.add_argument("--ocio-config", help="OCIO config file (default: $OCIO, else the built-in studio config)"),
+        p.add_argument("--missing", default="error", choices=["error", "hold"], help="what to do with a missing frame"),
+        p.add_argument("--window", type=int, default=2, help="clean-plate candidates each side of the mapped frame"),
+        p.add_argument("--clean-offset", type=float, help="clean-plate frame for plate frame 0 of the clip"),
+        p.add_argument("--clean-scale", type=float, help="clean-plate frames per plate frame"),
+        p.add_argument("--no-align", action="store_true", help="the clean plate already lines up (locked-off)"),
+        p.add_argument("--batch-size", type=int, default=1),
+        p.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores but one)"),
+        p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"]),
+    ]
+
+
+# Set per chunk by the farm engines themselves, never passed on from the user's command line.
+_FARM_SETS = {"frames", "progress"}
+# Options naming files, which farm nodes may see under another mount (--path-map).
+_PATH_OPTIONS = {"model", "ocio_config"}
+
+
+def _options_argv(args, actions: list[argparse.Action], path_map=None) -> list[str]:
+    """`howard matte` flags for every option in `actions` the user set to other than its default."""
+    import os
+
+    argv: list[str] = []
+    for action in actions:
+        value = getattr(args, action.dest)
+        if action.dest in _FARM_SETS or value is None or value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        if action.nargs == 0:
+            argv.append(flag)
+            continue
+        if action.dest in _PATH_OPTIONS and path_map is not None and os.path.exists(value):
+            value = path_map(value)
+        argv += [flag, str(value)]
+    return argv
+
+
+def _security(args):
+    """Dask TLS settings from --tls-* (None: Dask's own configuration)."""
+    if not (args.tls_ca_file or args.tls_cert or args.tls_key):
+        return None
+    from distributed.security import Security
+
+    return Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert, tls_client_key=args.tls_key,
+                    require_encryption=True)
 
 
 def cmd_matte(args) -> int:
+    from howard_core import matte
     from howard_core.io import parse_frames
-    from howard_core.pipeline import matte
 
+    if args.cluster is None and args.chunk_size is not None:
+        raise HowardError("--chunk-size splits a --cluster job; give --cluster local:N or a scheduler address too")
+    farm = {"cluster": args.cluster, "chunk_size": args.chunk_size, "security": _security(args)} \
+        if args.cluster else {}
     layers = [x for x in (args.layers or "").split(",") if x]
     matte(args.plate, args.clean_plate, args.output, frames=parse_frames(args.frames) if args.frames else None,
           kind=args.format, layers=layers, compression=args.compression, model=args.model, preset=args.preset,
@@ -149,7 +203,7 @@ def cmd_matte(args) -> int:
           clean_colorspace=args.clean_colorspace, ocio_config=args.ocio_config, missing=args.missing,
           resume=args.resume, align=not args.no_align, window=args.window, clean_offset=args.clean_offset,
           clean_scale=args.clean_scale, batch_size=args.batch_size, threads=args.threads, report=args.report,
-          progress=_with_weights_notice(_progress(args.progress)))
+          progress=_with_weights_notice(_progress(args.progress)), **farm)
     return 0
 
 
@@ -258,6 +312,107 @@ def cmd_export_nuke(args) -> int:
     return 0
 
 
+def _farm_job(args, actions, path_map):
+    from howard_core.farm import jobs
+    from howard_core.io import parse_frames
+
+    layers = [x for x in (args.layers or "").split(",") if x]
+    clip = jobs.survey(args.plate, args.output, frames=parse_frames(args.frames) if args.frames else None,
+                       kind=args.format, layers=layers, compression=args.compression, colorspace=args.colorspace,
+                       ocio_config=args.ocio_config, missing=args.missing)
+    size = args.chunk_size or jobs.default_chunk_size(len(clip.frames), args.workers_hint)
+    spec = jobs.FarmJob(plate=path_map(args.plate), clean_plate=path_map(args.clean_plate),
+                        output=path_map(args.output), options=tuple(_options_argv(args, actions, path_map)),
+                        frames=clip.frames, chunks=jobs.split_chunks(clip.frames, size),
+                        report_folder=path_map(clip.folder / jobs.REPORT_FOLDER),
+                        merged_report=path_map(args.report or clip.merged_report),
+                        howard=args.howard or jobs.howard_command())
+    return spec, size
+
+
+def cmd_farm(args) -> int:
+    from howard_core.farm import jobs
+
+    spec, size = _farm_job(args, args.option_actions, jobs.PathMap.parse(args.path_map))
+    name = args.name or f"howard-{os.path.basename(args.plate).split('.')[0] or 'matte'}"
+    if args.engine == "openjd":
+        from howard_core.farm import openjd_bundle
+
+        path = openjd_bundle.write_bundle(spec, args.bundle, name=name, cores=args.cores,
+                                          memory_mib=args.memory_mib)
+        print(f"wrote {path} ({len(spec.chunks)} chunks of up to {size} frames) and its parameter values; "
+              f"run it here with `openjd run {path}`, or send it to Deadline Cloud with "
+              f"`deadline bundle submit {path.parent}`")
+        return 0
+    from howard_core.farm import opencue_outline
+
+    options = {"name": name, "show": args.show, "shot": args.shot, "user": args.user,
+               "cores": args.cores or 2, "memory": f"{args.memory_mib}m" if args.memory_mib else "4g"}
+    path = opencue_outline.write_outline(spec, args.outline, size, **options)
+    print(f"wrote {path}: OpenCue job {name}, {len(spec.chunks)} chunks of up to {size} frames")
+    if opencue_outline.cuebot_configured() and not args.no_submit:
+        jobs_launched = opencue_outline.submit(opencue_outline.build(spec, size, **options))
+        print(f"submitted to Cuebot: {', '.join(j.name() for j in jobs_launched)}")
+    else:
+        print(f"no Cuebot configured (CUEBOT_HOSTS); launch it with `pycuerun {path}`")
+    return 0
+
+
+def cmd_merge_reports(args) -> int:
+    from pathlib import Path
+
+    from howard_core.farm import jobs
+    from howard_core.io import parse_frames
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise HowardError(f"{folder}: no such chunk-report folder; run the farm job's chunks first")
+    expected = parse_frames(args.frames) if args.frames else None
+    merged = jobs.merge_reports(sorted(folder.glob("howard_report.*.json")), Path(args.output),
+                                engine={"kind": args.engine}, expected=expected)
+    lost = merged["frames_without_record"]
+    print(f"merged {merged['frames_done']} frames into {merged['report']}"
+          + (f"; no record for {len(lost)} frames ({lost[0]}...)" if lost else ""))
+    return 1 if lost else 0
+
+
+def _add_farm_parser(sub) -> None:
+    farm = sub.add_parser("farm", help="render-farm jobs: OpenJD (Deadline Cloud) bundles, OpenCue outlines")
+    engines = farm.add_subparsers(dest="engine", required=True)
+    for engine, text in (("openjd", "write an Open Job Description job bundle (Deadline Cloud)"),
+                         ("opencue", "write (and with a Cuebot, submit) an OpenCue job")):
+        p = engines.add_parser(engine, help=text)
+        p.add_argument("plate")
+        p.add_argument("clean_plate")
+        p.add_argument("-o", "--output", required=True, help="output pattern or folder, as the farm nodes see it "
+                       "after --path-map")
+        actions = _add_output_options(p) + _add_matte_options(p)
+        p.add_argument("--report", help="the merged report's path (default: beside the outputs)")
+        p.add_argument("--chunk-size", type=int, help="frames per task (default: about two chunks per node)")
+        p.add_argument("--workers-hint", type=int, default=10, help="nodes expected, for the default chunk size")
+        p.add_argument("--howard", help="the howard command on the farm nodes (default: this install's)")
+        p.add_argument("--path-map", action="append", metavar="FROM=TO",
+                       help="workstation prefix -> farm prefix for every path the job carries (repeatable)")
+        p.add_argument("--name", help="job name")
+        p.add_argument("--cores", type=int, help="CPU cores each task asks for")
+        p.add_argument("--memory-mib", type=int, help="memory each task asks for, MiB")
+        if engine == "openjd":
+            p.add_argument("--bundle", required=True, help="folder for template.yaml and parameter_values.yaml")
+        else:
+            p.add_argument("--outline", required=True, help="outline script to write (for pycuerun)")
+            p.add_argument("--show")
+            p.add_argument("--shot")
+            p.add_argument("--user")
+            p.add_argument("--no-submit", action="store_true", help="only write the outline, even with a Cuebot")
+        p.set_defaults(func=cmd_farm, option_actions=actions)
+    p = engines.add_parser("merge-reports", help="one report from a farm job's chunk reports")
+    p.add_argument("folder", help="the folder of chunk reports (howard_report.*.json)")
+    p.add_argument("-o", "--output", required=True, help="merged report path")
+    p.add_argument("--frames", help="the job's frames; frames outside are ignored, missing ones are named")
+    p.add_argument("--engine", default="farm", help="engine name recorded in the report")
+    p.set_defaults(func=cmd_merge_reports)
+
+
 def cmd_bench(args) -> int:
     import importlib
 
@@ -289,14 +444,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plate", help="plate: plate.####.exr, plate.%%04d.dpx, a folder, a movie or a still")
     p.add_argument("clean_plate", help="clean plate: sequence, movie or a single still")
     p.add_argument("-o", "--output", required=True, help="output pattern, file or folder")
-    p.add_argument("--format", choices=["exr", "png", "alpha", "prores"], help="output kind (default: from -o)")
-    p.add_argument("--layers", help="extra EXR layers, comma list of fg,err,ref,bg")
-    p.add_argument("--compression", help="EXR codec: none, rle, zips, zip (default), piz, pxr24, or lossy b44, "
-                   "b44a (alpha too), dwaa, dwab (colour only)")
+    _add_output_options(p)
     p.add_argument("--resume", action="store_true", help="skip frames whose outputs are already complete")
     p.add_argument("--report", help="run report JSON path (default: beside the outputs)")
     _add_matte_options(p)
+    p.add_argument("--cluster", help="run on Dask: local:N (N worker processes here), tcp://HOST:8786 or "
+                   "tls://HOST:8786 (a running scheduler) or a scheduler file")
+    p.add_argument("--chunk-size", type=int, help="frames per Dask task (default: about two chunks per worker)")
+    p.add_argument("--tls-ca-file", help="Dask TLS: CA certificate (default: Dask's configuration)")
+    p.add_argument("--tls-cert", help="Dask TLS: this client's certificate")
+    p.add_argument("--tls-key", help="Dask TLS: this client's private key")
     p.set_defaults(func=cmd_matte)
+
+    _add_farm_parser(sub)
 
     p = sub.add_parser("align", help="write the clean plate aligned to every plate frame, plus QC JSON")
     p.add_argument("plate")

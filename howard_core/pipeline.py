@@ -47,7 +47,7 @@ OUTPUT_KINDS = {".exr": "exr", ".png": "png", ".mov": "prores"}
 _END = object()
 
 
-def _output_kind(output, kind: str | None) -> str:
+def output_kind(output, kind: str | None) -> str:
     if kind is not None:
         return kind
     # A folder (no known extension) gets EXR, the comp's format.
@@ -86,7 +86,7 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> None:
             continue
 
 
-def _resolve_model(model):
+def resolve_model(model):
     from howard_core.model import load_model
     from howard_core.model.network import MattingBase
 
@@ -220,14 +220,14 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
         raise HowardError(f"threads must be at least 1, got {threads}")
     if queue_size < 1:  # queue.Queue(0) would be unbounded: memory would grow with the clip
         raise HowardError(f"queue size must be at least 1, got {queue_size}")
-    kind = _output_kind(output, kind)
+    kind = output_kind(output, kind)
     started = time.time()
 
     with open_source(plate, frames=frames, colorspace=colorspace, ocio_config=ocio_config,
                      missing=missing) as src, \
          open_source(clean_plate, colorspace=_clean_colorspace(plate, clean_plate, colorspace, clean_colorspace),
                      ocio_config=ocio_config) as clean:
-        net = _resolve_model(model)
+        net = resolve_model(model)
         matter = Matter(net, device=device, precision=precision, preset=preset, backbone_scale=backbone_scale,
                         refine_mode=refine_mode, refine_sample_pixels=sample_pixels,
                         refine_threshold=refine_threshold)

@@ -119,14 +119,14 @@ def _model_only(matter, srcs, bgrs, batch_size: int) -> float:
 
 def bench_throughput(args, work: Path) -> dict:
     from howard_core.model import Matter
-    from howard_core.pipeline import _resolve_model, matte
+    from howard_core.pipeline import matte, resolve_model
 
     width, height = args.size
     t0 = time.perf_counter()
     plate, clean = write_inputs(work / "hd", width, height, args.frames, args.clean_format)
     write_s = time.perf_counter() - t0
     srcs, bgrs = _frames_in_memory(plate, clean)
-    net = _resolve_model(args.model)
+    net = resolve_model(args.model)
     matter = Matter(net, device=args.device, precision=args.precision)
     options = dict(model=net, device=args.device, precision=args.precision, batch_size=args.batch_size)
 
@@ -190,8 +190,8 @@ from howard_core.runtime import prepare_process
 prepare_process()  # as the howard command does, before any thread starts
 import torch
 torch.set_num_threads(int(sys.argv[5]))
-from howard_core.pipeline import _resolve_model, matte
-net = _resolve_model(sys.argv[4] or None)
+from howard_core.pipeline import resolve_model, matte
+net = resolve_model(sys.argv[4] or None)
 base = peak_kib()
 start = time.perf_counter()
 report = matte(sys.argv[1], sys.argv[2], sys.argv[3], model=net)

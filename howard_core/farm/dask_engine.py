@@ -1,0 +1,246 @@
+"""Howard on a Dask cluster (`distributed`): chunks of frames as tasks, one progress stream, one report.
+
+    from howard_core import matte
+    matte("plate.####.exr", "clean.mov", "/mnt/show/out/", cluster="tcp://farm-sched:8786")
+    matte(..., cluster="local:2")   # two worker processes on this machine
+
+Each task runs `pipeline.matte` on its chunk with `resume=True` inside a worker process, which
+loads the model once and keeps it for later chunks. When a worker dies mid-chunk the scheduler
+re-runs the chunk elsewhere; frames are written atomically and the re-run skips those already
+complete, so nothing is lost, duplicated or left half-written. Workers tell the client what they do
+through Dask's event topics (`Worker.log_event` -> `Client.subscribe_topic`): the client shows one
+progress stream for the clip and counts each chunk's attempts.
+
+SLURM, PBS or Kubernetes: start the scheduler and workers with dask-jobqueue / dask-kubernetes (or
+`dask scheduler` / `dask worker` by hand) and pass the scheduler's address; workers need Howard
+installed and the plate, clean plate and output folder mounted (see `jobs.PathMap`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from howard_core.errors import HowardError
+from howard_core.farm import jobs
+
+# Times a chunk may fail with an exception before the job stops (a worker's death is counted by the
+# scheduler's own `distributed.scheduler.allowed-failures`, not here).
+TASK_RETRIES = 2
+CONNECT_TIMEOUT_S = 30
+
+_MODELS: dict = {}  # per worker process: model spec -> loaded network, so each worker loads it once
+_MODELS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """What one Dask task needs: paths as the workers see them, the chunk and the matte options."""
+
+    job: str
+    plate: str
+    clean_plate: str
+    output: str
+    frames: tuple[int, ...]
+    report: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return jobs.chunk_text(list(self.frames))
+
+
+def _model_for(spec):
+    from howard_core.pipeline import resolve_model
+
+    key = spec if isinstance(spec, str | os.PathLike | None) else id(spec)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = resolve_model(spec)
+        return _MODELS[key]
+
+
+def run_chunk(task: ChunkTask) -> dict:
+    """Runs on a worker: the one-machine job on this chunk, with resume. Returns the chunk's record."""
+    from distributed import get_worker
+
+    from howard_core.pipeline import matte
+
+    worker = get_worker()
+    topic = f"howard-{task.job}"
+
+    def tell(event: dict) -> None:
+        # Events travel as msgpack: plain JSON types only.
+        worker.log_event(topic, json.loads(json.dumps({"chunk": task.name, "worker": worker.address, **event},
+                                                      default=str)))
+
+    tell({"event": "chunk-start", "pid": os.getpid()})
+    start = time.perf_counter()
+    options = dict(task.options)
+    net = _model_for(options.pop("model", None))
+    try:
+        rep = matte(task.plate, task.clean_plate, task.output, frames=list(task.frames), resume=True, model=net,
+                    report=task.report, progress=tell, **options)
+    except HowardError as exc:
+        # Bad input fails the same way on every node: returned, not raised, so Dask does not retry it.
+        return {"frames": task.name, "worker": worker.address, "error": str(exc)}
+    return {"frames": task.name, "worker": worker.address, "host": socket.gethostname(), "pid": os.getpid(),
+            "seconds": round(time.perf_counter() - start, 3), "frames_done": rep["frames_done"],
+            "frames_skipped": rep["frames_skipped"], "report": rep["report"]}
+
+
+def connect(cluster: str, security=None):
+    """(client, close) for "local:N", "tcp://host:port", "tls://host:port" or a scheduler file path.
+
+    `security`: a `distributed.security.Security` for TLS (default: Dask's own configuration,
+    `distributed.comm.tls.*`, as `dask worker --tls-*` reads it too)."""
+    from distributed import Client, LocalCluster
+
+    cluster = str(cluster)
+    if cluster.startswith("local:"):
+        try:
+            n = int(cluster.split(":", 1)[1])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise HowardError(f"--cluster {cluster}: write local:N with N worker processes, e.g. local:2")
+        # Loopback only, no dashboard: a local cluster is private to this job.
+        local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(local)
+
+        def close():
+            client.close()
+            local.close()
+
+        return client, close
+    kwargs = {"scheduler_file": cluster} if cluster.endswith(".json") else {"address": cluster}
+    try:
+        client = Client(**kwargs, security=security, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise HowardError(f"--cluster {cluster}: cannot reach the Dask scheduler ({exc}); start one with "
+                          f"`dask scheduler` and give its address, e.g. tcp://host:8786, or use local:N") from None
+    return client, client.close
+
+
+class _Progress:
+    """Worker events -> one stream for the whole clip, in the shape `pipeline.matte` emits."""
+
+    def __init__(self, total: int, output: str, progress: Callable[[dict], None] | None):
+        self.total, self.output, self.progress = total, output, progress
+        self.attempts: dict[str, int] = {}
+        self.workers: dict[str, str] = {}
+        self.written: set[int] = set()
+        self.flagged: set[int] = set()
+        self.started = False
+        self.t0 = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, message) -> None:
+        _, event = message  # (timestamp, what the worker logged)
+        with self.lock:
+            kind = event.get("event")
+            if kind == "chunk-start":
+                self.attempts[event["chunk"]] = self.attempts.get(event["chunk"], 0) + 1
+                self.workers[event["chunk"]] = event["worker"]
+            elif kind == "start" and not self.started:
+                self.started = True
+                self._emit({**event, "total": self.total, "skipped": 0, "output": self.output})
+            elif kind == "frame" and event["frame"] not in self.written:
+                self.written.add(event["frame"])
+                if event.get("flagged"):
+                    self.flagged.add(event["frame"])
+                done = len(self.written)
+                elapsed = time.perf_counter() - self.t0
+                fps = done / elapsed if elapsed > 0 else 0.0
+                self._emit({**event, "done": done, "total": self.total, "fps": round(fps, 3),
+                            "eta_s": round((self.total - done) / fps, 1) if fps else None})
+
+    def _emit(self, event: dict) -> None:
+        if self.progress:
+            self.progress(event)
+
+    def settle(self, expected: int, timeout_s: float = 2.0) -> None:
+        """Events are batched: give the last frames' events a moment to arrive after the tasks end."""
+        end = time.perf_counter() + timeout_s
+        while len(self.written) < expected and time.perf_counter() < end:
+            time.sleep(0.05)
+
+
+def matte_on_cluster(plate, clean_plate, output, *, cluster, chunk_size: int | None = None, security=None,
+                     frames: list[int] | None = None, report=None, progress=None, **options) -> dict:
+    """`pipeline.matte` over a Dask cluster; returns the merged report (also written as JSON).
+
+    `options` are `pipeline.matte`'s keyword arguments (model, preset, layers, ...), passed to every
+    chunk unchanged. Paths are made absolute: workers do not share this process's working folder.
+    """
+    from distributed import as_completed
+
+    options.pop("resume", None)  # every chunk resumes: that is what makes a re-run chunk safe
+    model = options.get("model")
+    if model is not None and not isinstance(model, str | os.PathLike):
+        raise HowardError("a cluster job needs the model as a checkpoint path or installed weights name that "
+                          "every worker can load, not a loaded network")
+    if model is not None and os.path.exists(model):
+        options["model"] = os.path.abspath(model)
+    plate, clean_plate, output = (os.path.abspath(os.fspath(p)) for p in (plate, clean_plate, output))
+    clip = jobs.survey(plate, output, frames=frames, kind=options.get("kind"), layers=options.get("layers", ()),
+                       compression=options.get("compression"), colorspace=options.get("colorspace"),
+                       ocio_config=options.get("ocio_config"), missing=options.get("missing", "error"))
+    numbers, folder, display = clip.frames, clip.folder, clip.display
+    merged_path = Path(report) if report else clip.merged_report
+
+    client, close = connect(cluster, security)
+    try:
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        size = chunk_size or jobs.default_chunk_size(len(numbers), workers)
+        chunks = jobs.split_chunks(numbers, size)
+        job = uuid.uuid4().hex[:12]
+        tracker = _Progress(len(numbers), display, progress)
+        client.subscribe_topic(f"howard-{job}", tracker)
+        tasks = [ChunkTask(job, plate, clean_plate, output, tuple(c), str(jobs.chunk_report_path(folder, c)),
+                           options) for c in chunks]
+        t0 = time.perf_counter()
+        futures = [client.submit(run_chunk, t, key=f"howard-{job}-{t.name}", pure=False, retries=TASK_RETRIES)
+                   for t in tasks]
+        records = {}
+        try:
+            for fut in as_completed(futures):
+                rec = fut.result()
+                if "error" in rec:
+                    raise HowardError(rec["error"])
+                records[rec["frames"]] = rec
+            tracker.settle(sum(r["frames_done"] for r in records.values()))
+        except HowardError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a chunk's failure reaches the user as one line
+            raise HowardError(f"farm chunk failed on every try ({TASK_RETRIES + 1} tries, or a worker lost each "
+                              f"time): {type(exc).__name__}: {exc}") from None
+        finally:
+            client.unsubscribe_topic(f"howard-{job}")
+            for fut in futures:
+                fut.cancel()
+        wall = time.perf_counter() - t0
+        scheduler = client.scheduler.address
+    finally:
+        close()
+
+    chunk_records = [{**records[t.name], "retries": max(0, tracker.attempts.get(t.name, 1) - 1)} for t in tasks]
+    engine = {"kind": "dask", "scheduler": scheduler if not str(cluster).startswith("local:") else str(cluster),
+              "workers": workers, "chunk_size": size, "chunks": len(chunks), "wall_s": round(wall, 3),
+              "fps": round(len(numbers) / wall, 3) if wall > 0 else None}
+    merged = jobs.merge_reports([t.report for t in tasks], merged_path, engine=engine, chunks=chunk_records,
+                                expected=numbers)
+    if progress:
+        progress({"event": "done", "done": len(numbers), "total": len(numbers), "skipped": 0,
+                  "fps": engine["fps"], "report": merged["report"], "output": display,
+                  "flagged_frames": merged["flagged_frames"]})
+    return merged

@@ -1,0 +1,196 @@
+"""What every farm engine shares: chunks of frames, the command a chunk runs, path mapping and the
+merged report.
+
+A chunk is a list of plate frame numbers, written on command lines as `parse_frames` text
+(`1001-1010`, or `1001-1009x2,1013` for gappy clips).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from howard_core.errors import HowardError
+from howard_core.io.frames import format_frames
+
+# Chunks a farm is given by default per worker: enough to balance uneven nodes, few enough that the
+# model load (2-5 s per chunk for a command-line engine) stays small beside the frames.
+CHUNKS_PER_WORKER = 2
+MAX_DEFAULT_CHUNK = 25
+REPORT_FOLDER = "howard_chunks"
+
+
+def split_chunks(frames: list[int], chunk_size: int) -> list[list[int]]:
+    """Consecutive runs of `chunk_size` frames (the last may be shorter)."""
+    if chunk_size < 1:
+        raise HowardError(f"chunk size must be at least 1 frame, got {chunk_size}")
+    return [frames[i:i + chunk_size] for i in range(0, len(frames), chunk_size)]
+
+
+def default_chunk_size(n_frames: int, workers: int) -> int:
+    return max(1, min(MAX_DEFAULT_CHUNK, math.ceil(n_frames / max(1, workers * CHUNKS_PER_WORKER))))
+
+
+def chunk_text(chunk: list[int]) -> str:
+    """`--frames` text for a chunk, with steps kept compact: [1001, 1003, 1005] -> '1001-1005x2'."""
+    if len(chunk) > 2:
+        step = chunk[1] - chunk[0]
+        if step > 1 and all(b - a == step for a, b in zip(chunk, chunk[1:], strict=False)):
+            return f"{chunk[0]}-{chunk[-1]}x{step}"
+    return format_frames(chunk)
+
+
+@dataclass(frozen=True)
+class PathMap:
+    """Prefix rewrites from workstation paths to the paths farm nodes see, e.g. /Volumes/show -> /mnt/show.
+
+    Built from `--path-map FROM=TO` items; the longest matching prefix wins. Paths are made absolute
+    first, since a farm node does not share the submitting shell's working folder.
+    """
+
+    rules: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, items) -> PathMap:
+        rules = []
+        for item in items or ():
+            src, sep, dst = str(item).partition("=")
+            if not sep or not src or not dst:
+                raise HowardError(f"--path-map {item!r}: write it as WORKSTATION_PREFIX=FARM_PREFIX, e.g. "
+                                  f"/Volumes/show=/mnt/show")
+            rules.append((src.rstrip("/") or "/", dst.rstrip("/") or "/"))
+        return cls(tuple(sorted(rules, key=lambda r: -len(r[0]))))
+
+    def __call__(self, path) -> str:
+        text = os.path.abspath(os.fspath(path))
+        for src, dst in self.rules:
+            if text == src or text.startswith(src.rstrip("/") + "/"):
+                return dst + text[len(src):] if src != "/" else dst.rstrip("/") + text
+        return text
+
+
+def chunk_report_path(folder: Path, chunk: list[int]) -> Path:
+    return folder / REPORT_FOLDER / f"howard_report.{chunk_text(chunk)}.json"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """What a farm job needs to know of its clip before any node runs: the plate frames to matte, the
+    output folder (for reports) and the output's display name."""
+
+    frames: list[int]
+    folder: Path
+    display: str
+
+    @property
+    def merged_report(self) -> Path:
+        return self.folder / f"howard_report.{self.frames[0]}-{self.frames[-1]}.json"
+
+
+def survey(plate, output, *, frames=None, kind=None, layers=(), compression=None, colorspace=None,
+           ocio_config=None, missing="error") -> Clip:
+    """Lists the plate's frames and checks the output as `pipeline.matte` would, on the submitting
+    machine, so a farm job with a bad input fails here in one line instead of on every node."""
+    from howard_core.io import open_sink, open_source
+    from howard_core.pipeline import output_kind
+
+    kind = output_kind(output, kind)
+    if kind == "prores":
+        raise HowardError(f"{output}: a ProRes movie cannot be written in chunks on a farm; write an EXR or PNG "
+                          f"sequence (encode the movie from it afterwards)")
+    with open_source(plate, frames=frames, colorspace=colorspace, ocio_config=ocio_config, missing=missing) as src:
+        numbers = list(src.frame_numbers)
+        sink = open_sink(output, kind, like=src, layers=tuple(layers or ()), compression=compression)
+        folder = Path(sink.path_for(numbers[0])).parent
+        display = sink.display
+        sink.close()
+    return Clip(numbers, folder, display)
+
+
+@dataclass(frozen=True)
+class FarmJob:
+    """A command-line farm job (OpenJD, OpenCue): paths as the farm nodes see them, the `howard matte`
+    options the user gave (argv, from the CLI's own option definitions) and the chunks."""
+
+    plate: str
+    clean_plate: str
+    output: str
+    options: tuple[str, ...]
+    frames: list[int]
+    chunks: list[list[int]]
+    report_folder: str
+    merged_report: str
+    howard: str
+
+    def matte_argv(self, frames_text: str, report: str) -> list[str]:
+        """The command one chunk runs."""
+        return [self.howard, "matte", self.plate, self.clean_plate, "-o", self.output, *self.options,
+                "--frames", frames_text, "--resume", "--progress", "json", "--report", report]
+
+    def merge_argv(self) -> list[str]:
+        return [self.howard, "farm", "merge-reports", self.report_folder, "-o", self.merged_report,
+                "--frames", chunk_text(self.frames)]
+
+
+def howard_command() -> str:
+    """This install's `howard` executable, which farm nodes run unless told otherwise."""
+    import shutil
+    import sys
+
+    exe = Path(sys.argv[0])
+    if exe.name == "howard" and exe.exists():
+        return str(exe.resolve())
+    return shutil.which("howard") or str(Path(sys.executable).with_name("howard"))
+
+
+def merge_reports(paths, out: Path, *, engine: dict, chunks: list[dict] | None = None,
+                  expected: list[int] | None = None) -> dict:
+    """One report for a whole farm job from its chunk reports (`howard matte` reports).
+
+    Frames appear once each, in order; a frame a chunk's later attempt skipped keeps the record of
+    the attempt that wrote it. `chunks`: the engine's per-chunk records (worker, seconds, retries).
+    """
+    from howard_core.io import write_json_atomic
+
+    frames: dict[int, dict] = {}
+    first = None
+    missing = []
+    for path in paths:
+        path = Path(path)
+        try:
+            rep = json.loads(path.read_text())
+        except FileNotFoundError:
+            missing.append(str(path))
+            continue
+        except (OSError, ValueError) as exc:
+            raise HowardError(f"{path}: chunk report cannot be read ({exc}); rerun that chunk") from None
+        first = first or rep
+        for rec in rep.get("frames", []):
+            frames.setdefault(int(rec["frame"]), rec)
+    if first is None:
+        raise HowardError(f"no chunk report found (looked for {len(missing)} files such as "
+                          f"{missing[0] if missing else out}); did the farm job run?")
+    if expected is not None:
+        frames = {n: rec for n, rec in frames.items() if n in set(expected)}
+    ordered = [frames[n] for n in sorted(frames)]
+    merged = {
+        "howard": "matte report", "plate": first.get("plate"), "clean_plate": first.get("clean_plate"),
+        "output": first.get("output"), "output_kind": first.get("output_kind"), "layers": first.get("layers"),
+        "frames_done": len(ordered), "model": first.get("model"), "settings": first.get("settings"),
+        "engine": engine, "chunks": chunks or [], "missing_chunk_reports": missing,
+        "frames_without_record": [n for n in (expected or []) if n not in frames],
+        "flagged_frames": [r["frame"] for r in ordered if r.get("flagged")],
+        "merged": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": first.get("versions"), "frames": ordered,
+    }
+    write_json_atomic(out, merged)
+    merged["report"] = str(out)
+    return merged
+
+
+def shell_join(argv: list[str]) -> str:
+    return shlex.join(argv)
