@@ -35,7 +35,6 @@ from howard_core.farm import jobs
 # Times a chunk may fail with an exception before the job stops (a worker's death is counted by the
 # scheduler's own `distributed.scheduler.allowed-failures`, not here).
 TASK_RETRIES = 2
-CONNECT_TIMEOUT_S = 30
 
 _MODELS: dict = {}  # per worker process: model spec -> loaded network, so each worker loads it once
 _MODELS_LOCK = threading.Lock()
@@ -102,6 +101,7 @@ def connect(cluster: str, security=None):
 
     `security`: a `distributed.security.Security` for TLS (default: Dask's own configuration,
     `distributed.comm.tls.*`, as `dask worker --tls-*` reads it too)."""
+    import dask.config
     from distributed import Client, LocalCluster
 
     cluster = str(cluster)
@@ -124,7 +124,8 @@ def connect(cluster: str, security=None):
         return client, close
     kwargs = {"scheduler_file": cluster} if cluster.endswith(".json") else {"address": cluster}
     try:
-        client = Client(**kwargs, security=security, timeout=CONNECT_TIMEOUT_S)
+        client = Client(**kwargs, security=security,
+                        timeout=dask.config.get("distributed.comm.timeouts.connect", "30s"))
     except (OSError, TimeoutError, ValueError) as exc:
         raise HowardError(f"--cluster {cluster}: cannot reach the Dask scheduler ({exc}); start one with "
                           f"`dask scheduler` and give its address, e.g. tcp://host:8786, or use local:N") from None

@@ -24,6 +24,7 @@ HEADER = '''"""OpenCue outline for a Howard matte job, written by `howard farm o
 
 Launch it with `pycuerun {name}`.
 """
+from outline import current_outline
 from outline.modules.shell import Shell
 
 '''
@@ -97,6 +98,10 @@ def write_outline(spec: jobs.FarmJob, path, chunk_size: int, **options) -> Path:
         kwargs = ", ".join(f"{k}={v!r}" for k, v in args.items())
         lines.append(f"{var} = Shell({name!r}, {kwargs})\n")
     lines.append(f"{names[1]}.depend_all({names[0]})\n")
+    lines.append("\njob = current_outline()  # the outline pycuerun is loading this script into\n")
+    for key in ("name", "show", "shot", "user"):
+        if options.get(key):
+            lines.append(f"job.set_{key}({options[key]!r})\n")
     write_text_atomic(path, "".join(lines))
     build(spec, chunk_size, **options)  # the same layers through the library: fails here, not on the farm
     return path
@@ -110,7 +115,8 @@ def submit(ol):
     """Launches `ol` on the configured Cuebot; returns the launched jobs."""
     outline, _ = _outline_lib()
     try:
-        return outline.cuerun.launch(ol, use_pycuerun=False)
+        # Through pycuerun, OpenCue's own runner: it runs each command as an argument list, no shell.
+        return outline.cuerun.launch(ol)
     except Exception as exc:  # noqa: BLE001 - Cuebot's errors reach the user as one line
         raise HowardError(f"OpenCue submission failed ({type(exc).__name__}: {exc}); check CUEBOT_HOSTS, or "
                           f"launch the written outline with pycuerun") from None
