@@ -9,17 +9,18 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "matte"]
 
 
-def matte(plate, clean_plate, output, *, cluster=None, chunk_size=None, security=None, **options):
+def matte(plate, clean_plate, output, *, cluster=None, chunk_size=None, security=None, path_map=None, **options):
     """Pull a matte for every plate frame; returns the run report (also written as JSON).
 
     `options`: `howard_core.pipeline.matte`'s keyword arguments (frames, layers, model, ...).
     `cluster`: run the job on Dask instead of in this process: "local:N" (N worker processes here),
     "tcp://host:8786" / "tls://host:8786" (a running scheduler; `security` a
-    `distributed.security.Security` for TLS) or a scheduler file; `chunk_size` frames per task
-    (see `howard_core.farm.dask_engine`).
+    `distributed.security.Security` for TLS) or a scheduler file; `chunk_size` frames per task;
+    `path_map` a `howard_core.farm.jobs.PathMap` from this machine's paths to the workers' (see
+    `howard_core.farm.dask_engine`).
     """
     if cluster is None:
-        if chunk_size is not None or security is not None:
+        if chunk_size is not None or security is not None or path_map is not None:
             from howard_core.errors import HowardError
 
             raise HowardError("chunk_size and security apply to a cluster job; give cluster= as well")
@@ -29,4 +30,4 @@ def matte(plate, clean_plate, output, *, cluster=None, chunk_size=None, security
     from howard_core.farm.dask_engine import matte_on_cluster
 
     return matte_on_cluster(plate, clean_plate, output, cluster=cluster, chunk_size=chunk_size, security=security,
-                            **options)
+                            path_map=path_map, **options)

@@ -192,8 +192,12 @@ def cmd_matte(args) -> int:
 
     if args.cluster is None and args.chunk_size is not None:
         raise HowardError("--chunk-size splits a --cluster job; give --cluster local:N or a scheduler address too")
-    farm = {"cluster": args.cluster, "chunk_size": args.chunk_size, "security": _security(args)} \
-        if args.cluster else {}
+    farm = {}
+    if args.cluster:
+        from howard_core.farm.jobs import PathMap
+
+        farm = {"cluster": args.cluster, "chunk_size": args.chunk_size, "security": _security(args),
+                "path_map": PathMap.parse(args.path_map)}
     layers = [x for x in (args.layers or "").split(",") if x]
     matte(args.plate, args.clean_plate, args.output, frames=parse_frames(args.frames) if args.frames else None,
           kind=args.format, layers=layers, compression=args.compression, model=args.model, preset=args.preset,
@@ -376,6 +380,11 @@ def cmd_merge_reports(args) -> int:
     return 1 if lost else 0
 
 
+def _add_path_map(p) -> None:
+    p.add_argument("--path-map", action="append", metavar="FROM=TO",
+                   help="farm jobs: workstation prefix -> farm prefix for every path the job carries (repeatable)")
+
+
 def _add_farm_parser(sub) -> None:
     farm = sub.add_parser("farm", help="render-farm jobs: OpenJD (Deadline Cloud) bundles, OpenCue outlines")
     engines = farm.add_subparsers(dest="engine", required=True)
@@ -391,8 +400,7 @@ def _add_farm_parser(sub) -> None:
         p.add_argument("--chunk-size", type=int, help="frames per task (default: about two chunks per node)")
         p.add_argument("--workers-hint", type=int, default=10, help="nodes expected, for the default chunk size")
         p.add_argument("--howard", help="the howard command on the farm nodes (default: this install's)")
-        p.add_argument("--path-map", action="append", metavar="FROM=TO",
-                       help="workstation prefix -> farm prefix for every path the job carries (repeatable)")
+        _add_path_map(p)
         p.add_argument("--name", help="job name")
         p.add_argument("--cores", type=int, help="CPU cores each task asks for")
         p.add_argument("--memory-mib", type=int, help="memory each task asks for, MiB")
@@ -454,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-ca-file", help="Dask TLS: CA certificate (default: Dask's configuration)")
     p.add_argument("--tls-cert", help="Dask TLS: this client's certificate")
     p.add_argument("--tls-key", help="Dask TLS: this client's private key")
+    _add_path_map(p)
     p.set_defaults(func=cmd_matte)
 
     _add_farm_parser(sub)
@@ -504,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("eval", cmd_eval, "evaluate weights on a held-out synthetic set (JSON)")):
         p = sub.add_parser(name, help=text, add_help=False)
         if name == "bench":
-            p.add_argument("what", choices=["model", "align", "pipeline"])
+            p.add_argument("what", choices=["model", "align", "pipeline", "farm"])
         p.set_defaults(func=func, passthrough=True)
     return ap
 

@@ -72,7 +72,7 @@ def _non_default_argv() -> list[str]:
     """Every `howard matte` option that a farm job carries, each set to something other than its default."""
     argv = []
     skip = {"help", "plate", "clean_plate", "output", "frames", "progress", "resume", "report", "cluster",
-            "chunk_size", "tls_ca_file", "tls_cert", "tls_key"}
+            "chunk_size", "tls_ca_file", "tls_cert", "tls_key", "path_map"}
     for action in _matte_actions():
         if action.dest in skip:
             continue
@@ -94,7 +94,8 @@ def _non_default_argv() -> list[str]:
 
 def _parsed(argv: list[str]) -> dict:
     args = build_parser().parse_args(argv)
-    return {k: v for k, v in vars(args).items() if k not in ("func", "frames", "progress", "resume", "report")}
+    return {k: v for k, v in vars(args).items()
+            if k not in ("func", "frames", "progress", "resume", "report", "path_map")}
 
 
 def test_farm_jobs_carry_every_matte_option_from_the_clis_own_definitions(tmp_path):
@@ -306,3 +307,20 @@ def test_opencue_outline_loads_in_pyoutline_and_serializes_the_chunked_job(shot,
     merge = shlex.split(layers["merge-reports"].findtext("cmd"))
     assert merge[1:3] == ["farm", "merge-reports"] and parse_frames(merge[merge.index("--frames") + 1]) == list(
         range(FIRST, FIRST + N_FRAMES))
+
+
+def test_dask_workers_get_the_mapped_paths(shot, dask_cluster, tmp_path):
+    import howard_core
+
+    farm_mount = tmp_path / "farm_mount"
+    farm_mount.symlink_to(shot["root"], target_is_directory=True)  # the same storage, mounted elsewhere
+    out = shot["root"] / "mapped"
+    rep = howard_core.matte(shot["plate"], shot["clean"], out, cluster=dask_cluster["address"], chunk_size=6,
+                            frames=list(range(FIRST, FIRST + 6)), threads=1, layers=["fg"],
+                            path_map=jobs.PathMap.parse([f"{shot['root']}={farm_mount}"]))
+    chunk_report = json.loads((out / "howard_chunks" / "howard_report.1001-1006.json").read_text())
+    assert chunk_report["plate"] == str(farm_mount / "plate" / "plate.####.exr")
+    assert [r["output"] for r in rep["frames"]][0] == str(farm_mount / "mapped" / "plate_matte.1001.exr")
+    for n in range(FIRST, FIRST + 6):
+        np.testing.assert_array_equal(pixels(out / f"plate_matte.{n}.exr"),
+                                      pixels(shot["single"] / f"plate_matte.{n}.exr"))

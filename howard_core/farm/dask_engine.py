@@ -177,11 +177,13 @@ class _Progress:
 
 
 def matte_on_cluster(plate, clean_plate, output, *, cluster, chunk_size: int | None = None, security=None,
-                     frames: list[int] | None = None, report=None, progress=None, **options) -> dict:
+                     frames: list[int] | None = None, report=None, progress=None,
+                     path_map: jobs.PathMap | None = None, **options) -> dict:
     """`pipeline.matte` over a Dask cluster; returns the merged report (also written as JSON).
 
     `options` are `pipeline.matte`'s keyword arguments (model, preset, layers, ...), passed to every
     chunk unchanged. Paths are made absolute: workers do not share this process's working folder.
+    `path_map` turns this machine's paths into the workers' (default: the same).
     """
     from distributed import as_completed
 
@@ -190,8 +192,11 @@ def matte_on_cluster(plate, clean_plate, output, *, cluster, chunk_size: int | N
     if model is not None and not isinstance(model, str | os.PathLike):
         raise HowardError("a cluster job needs the model as a checkpoint path or installed weights name that "
                           "every worker can load, not a loaded network")
+    to_worker = path_map or jobs.PathMap()
     if model is not None and os.path.exists(model):
-        options["model"] = os.path.abspath(model)
+        options["model"] = to_worker(model)
+    if options.get("ocio_config") and os.path.exists(options["ocio_config"]):
+        options["ocio_config"] = to_worker(options["ocio_config"])
     plate, clean_plate, output = (os.path.abspath(os.fspath(p)) for p in (plate, clean_plate, output))
     clip = jobs.survey(plate, output, frames=frames, kind=options.get("kind"), layers=options.get("layers", ()),
                        compression=options.get("compression"), colorspace=options.get("colorspace"),
@@ -207,8 +212,9 @@ def matte_on_cluster(plate, clean_plate, output, *, cluster, chunk_size: int | N
         job = uuid.uuid4().hex[:12]
         tracker = _Progress(len(numbers), display, progress)
         client.subscribe_topic(f"howard-{job}", tracker)
-        tasks = [ChunkTask(job, plate, clean_plate, output, tuple(c), str(jobs.chunk_report_path(folder, c)),
-                           options) for c in chunks]
+        reports = [jobs.chunk_report_path(folder, c) for c in chunks]
+        tasks = [ChunkTask(job, to_worker(plate), to_worker(clean_plate), to_worker(output), tuple(c),
+                           to_worker(r), options) for c, r in zip(chunks, reports, strict=True)]
         t0 = time.perf_counter()
         futures = [client.submit(run_chunk, t, key=f"howard-{job}-{t.name}", pure=False, retries=TASK_RETRIES)
                    for t in tasks]
@@ -238,7 +244,7 @@ def matte_on_cluster(plate, clean_plate, output, *, cluster, chunk_size: int | N
     engine = {"kind": "dask", "scheduler": scheduler if not str(cluster).startswith("local:") else str(cluster),
               "workers": workers, "chunk_size": size, "chunks": len(chunks), "wall_s": round(wall, 3),
               "fps": round(len(numbers) / wall, 3) if wall > 0 else None}
-    merged = jobs.merge_reports([t.report for t in tasks], merged_path, engine=engine, chunks=chunk_records,
+    merged = jobs.merge_reports(reports, merged_path, engine=engine, chunks=chunk_records,
                                 expected=numbers)
     if progress:
         progress({"event": "done", "done": len(numbers), "total": len(numbers), "skipped": 0,
