@@ -196,6 +196,58 @@ def matte_command(plate, clean_plate, output, options: MatteOptions | None = Non
             _absolute(str(clean_plate).strip(), cwd), "-o", output_arg, *args, "--progress", "json"]
 
 
+FARM_KINDS = ("dask", "openjd", "opencue")
+
+
+@dataclass
+class FarmTarget:
+    """Where a host's "Submit to farm" sends the job (see Howard's README, "Farms").
+
+    kind "dask": `address` is a scheduler (tcp://host:8786, tls://..., local:N); the host runs the
+    job's client like a local pull, so progress and loading the mattes work as for one. "openjd":
+    `path` is the job bundle folder to write (for `openjd run` or `deadline bundle submit`).
+    "opencue": `path` is the outline script to write (submitted where a Cuebot is configured).
+    """
+
+    kind: str
+    address: str | None = None
+    path: str | None = None
+    chunk_size: int | None = None
+    path_map: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        if self.kind not in FARM_KINDS:
+            raise HostError(f"farm {self.kind!r} is not one of {', '.join(FARM_KINDS)}")
+        if self.kind == "dask" and not (self.address and str(self.address).strip()):
+            raise HostError("no Dask scheduler address given; set it, e.g. tcp://scheduler:8786 or local:2")
+        if self.kind != "dask" and not (self.path and str(self.path).strip()):
+            what = "job bundle folder" if self.kind == "openjd" else "outline file"
+            raise HostError(f"no {what} given for the {self.kind} job; set where to write it")
+        if self.chunk_size is not None and int(self.chunk_size) < 1:
+            raise HostError(f"chunk size must be at least 1, got {self.chunk_size}")
+
+
+def farm_command(plate, clean_plate, output, options: MatteOptions | None, target: FarmTarget,
+                 runner: list[str] | None = None, cwd=None) -> list[str]:
+    """argv that sends a matte job to a farm: `howard matte --cluster` for Dask (JSON progress, run it
+    as a Job), `howard farm openjd|opencue` for the others (it writes, or submits, the job and exits)."""
+    target.validate()
+    options = options or MatteOptions()
+    if options.resume:
+        options = MatteOptions(**{**options.__dict__, "resume": False})  # farm chunks always resume
+    argv = matte_command(plate, clean_plate, output, options, runner=runner, cwd=cwd)
+    extra = ["--chunk-size", str(int(target.chunk_size))] if target.chunk_size else []
+    for rule in target.path_map:
+        extra += ["--path-map", str(rule)]
+    if target.kind == "dask":
+        return [*argv, "--cluster", str(target.address).strip(), *extra]
+    cut = argv.index("matte")
+    flag = "--bundle" if target.kind == "openjd" else "--outline"
+    # The same options as a local pull, minus --progress (the farm command sets it for every chunk).
+    return [*argv[:cut], "farm", target.kind, *argv[cut + 1:-2], flag, _absolute(str(target.path).strip(), cwd),
+            *extra]
+
+
 def export_nuke_command(output, model: str | None = None, backbone_scale: float | None = None,
                         refine_mode: str | None = None, sample_pixels: int | None = None,
                         runner: list[str] | None = None, cwd=None) -> list[str]:

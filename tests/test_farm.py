@@ -324,3 +324,41 @@ def test_dask_workers_get_the_mapped_paths(shot, dask_cluster, tmp_path):
     for n in range(FIRST, FIRST + 6):
         np.testing.assert_array_equal(pixels(out / f"plate_matte.{n}.exr"),
                                       pixels(shot["single"] / f"plate_matte.{n}.exr"))
+
+
+# --------------------------------------------------------------------------------------------------
+# the host kit's "Submit to farm": the same core commands, the same options as a local pull
+
+
+def test_host_kit_farm_commands_carry_the_pull_options_and_run(shot, tmp_path):
+    from howard_core import hostcli
+
+    options = hostcli.MatteOptions(preset="hd", precision="fp32", layers=("fg",), window=3, resume=True)
+    runner = [str(BIN / "howard")]
+    local = hostcli.matte_command(shot["plate"], shot["clean"], tmp_path / "o", options, runner=runner)
+    local_args = _parsed(local[1:])
+    for kind, where in (("dask", {"address": "local:2"}), ("openjd", {"path": str(tmp_path / "bundle")}),
+                        ("opencue", {"path": str(tmp_path / "job.outline")})):
+        argv = hostcli.farm_command(shot["plate"], shot["clean"], tmp_path / "o", options,
+                                    hostcli.FarmTarget(kind, chunk_size=4, **where), runner=runner)
+        args = build_parser().parse_args(argv[1:])
+        assert args.chunk_size == 4
+        for key in ("preset", "precision", "layers", "window", "output", "plate", "clean_plate"):
+            assert getattr(args, key) == local_args[key], (kind, key)
+    with pytest.raises(hostcli.HostError, match="scheduler address"):
+        hostcli.farm_command(shot["plate"], shot["clean"], tmp_path / "o", options, hostcli.FarmTarget("dask"))
+
+    # Dask: the host runs the client like a local pull and gets the mattes back.
+    dask_argv = hostcli.farm_command(shot["plate"], shot["clean"], tmp_path / "dask",
+                                     hostcli.MatteOptions(layers=("fg",), frames="1001-1006"),
+                                     hostcli.FarmTarget("dask", address="local:1", chunk_size=3), runner=runner)
+    result = hostcli.run([*dask_argv, "--threads", "1"])
+    assert sorted(result.frames) == list(range(FIRST, FIRST + 6))
+    for n in result.frames:
+        np.testing.assert_array_equal(pixels(result.frames[n]), pixels(shot["single"] / f"plate_matte.{n}.exr"))
+    # OpenJD: the bundle is written and says how to run it.
+    bundle_argv = hostcli.farm_command(shot["plate"], shot["clean"], tmp_path / "ojd", hostcli.MatteOptions(),
+                                       hostcli.FarmTarget("openjd", path=str(tmp_path / "bundle")), runner=runner)
+    done = subprocess.run(bundle_argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "bundle" / "template.yaml").exists() and "openjd run" in done.stdout
