@@ -35,7 +35,7 @@ TAG = "howard_matte"
 STATE = "howard_state"  # hidden: JSON of the last pull (job id, state, status, log), saved with the script
 READ = "HowardMatteRead"
 COPY = "CopyAlpha"
-_jobs = {}  # job id -> hostcli.Job, for the pulls running in this Nuke session
+_jobs: dict = {}  # job id -> hostcli.Job, for the pulls running in this Nuke session
 _POLL_S = 0.25
 _ON_CREATE = "import howard_nuke; howard_nuke.restore(nuke.thisNode())"
 
@@ -190,6 +190,11 @@ def _find_job_node(job_id):
     return None
 
 
+def _expanded(knob):
+    """A path knob's text with TCL and variables substituted (value() is the text as typed)."""
+    return knob.evaluate() if isinstance(knob, nuke.EvalString_Knob) else knob.value()
+
+
 def _proxy_on():
     return bool(nuke.root()["proxy"].value())
 
@@ -209,6 +214,8 @@ def _render_input(group, index, label, folder):
     proxy = root["proxy"].value()
     with group:
         inp = nuke.toNode("plate" if index == 0 else "cleanplate")
+        if inp is None:
+            raise ValueError(f"{group.name()}: its {label} input node is missing; make a new HowardMatte node")
         first, last = int(inp.firstFrame()), int(inp.lastFrame())
         os.makedirs(folder, exist_ok=True)
         path = logic.nuke_path(os.path.join(folder, "{}.####.exr".format(label.replace(" ", "_"))))
@@ -260,8 +267,8 @@ def pull_matte(node):
         return
     try:
         root = nuke.root()
-        script = root.name()
-        script = script if script and script != "Root" else None
+        saved = root.name()
+        script = saved if saved and saved != "Root" else None
         source = logic.upstream(node.input(0))
         plain = logic.plain_read(source, _full_res_filename, sequence_only=True) if source is not None else None
         folder = logic.output_folder(node["output_folder"].evaluate(), plain[0] if plain else None, script,
@@ -273,7 +280,7 @@ def pull_matte(node):
         clean, _, _, clean_cs, _, _, _ = _input_source(node, 1, "clean plate", inputs, values["clean_colorspace"])
         nuke_dir = os.path.dirname(getattr(nuke, "EXE_PATH", "") or "")
         config = logic.ocio_config(node["ocio_config"].evaluate(), root["OCIO_config"].value(),
-                                   root["customOCIOConfigPath"].evaluate(), nuke_dir, os.environ)
+                                   _expanded(root["customOCIOConfigPath"]), nuke_dir, os.environ)
         options = logic.options_from_values(values, hostcli, frames=f"{first}-{last}" if plate_is_read
                                             else None)
         options.colorspace, options.clean_colorspace, options.ocio_config = plate_cs, clean_cs, config
