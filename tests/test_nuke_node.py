@@ -147,7 +147,10 @@ def test_path_knobs_are_expanded_before_they_reach_howard(nk, shot, tmp_path, mo
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_a_pull_in_proxy_mode_mattes_the_full_size_plate(nk, shot):
+@pytest.mark.parametrize("puts_frame", [True, False], ids=["evaluate-puts-frame", "evaluate-keeps-token"])
+def test_a_pull_in_proxy_mode_mattes_the_full_size_plate(nk, shot, puts_frame):
+    nk.file_evaluate_puts_frame[0] = puts_frame
+    nk.frame_now[0] = 1003
     nk.root()["proxy"].setValue(True)
     group, plate = _graph(nk, shot, proxy=shot["proxy"])
     assert nk.filename(plate) == shot["proxy"].replace("####", "%04d")  # what Nuke itself reads now
@@ -158,8 +161,8 @@ def test_a_pull_in_proxy_mode_mattes_the_full_size_plate(nk, shot):
     first_matte = read["file"].value().replace("####", "1001")
     assert _size(first_matte) == (W, H)  # full size, not the proxies' W/2 x H/2
     assert read["format"].value() == nk.Format(W, H) and read["proxy"].value() == ""
-    pattern = shot["plate"].replace("####", "%04d")  # nuke.filename's form of the full-size files
-    assert pattern in state["command"] and "proxy" not in state["command"]
+    full = (shot["plate"].replace("####", "%04d"), shot["plate"])  # nuke.filename's form, or the knob's
+    assert any(f in state["command"] for f in full) and "proxy" not in state["command"]
     # In proxy mode Nuke scales the full-size matte by the proxy scale: the alpha lines up with the proxy plate.
     pixels, _ = nk.read_pixels(read, 1001)
     proxy_plate, _ = nk.read_pixels(plate, 1001)
@@ -355,3 +358,66 @@ def test_a_failing_export_watcher_still_reports(nk, tmp_path):
     howard_nuke.export_torchscript(None)
     _wait(nk)
     assert len(nk.messages) == 1 and "progress watcher failed" in nk.messages[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the decisions, without a session
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def logic(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "nuke_plugin"))
+    for name in [m for m in sys.modules if m.startswith("howard_nuke")]:
+        del sys.modules[name]
+    from howard_nuke import logic
+
+    yield logic
+    for name in [m for m in sys.modules if m.startswith("howard_nuke")]:
+        del sys.modules[name]
+
+
+def test_the_frame_token_comes_back_after_evaluate(logic):
+    keep = logic.keep_frame_token
+    assert keep("$S/plate.####.exr", "/s/plate.1003.exr", 1003) == "/s/plate.%04d.exr"
+    assert keep("[getenv S]/p.%04d.exr", "/s/p.0007.exr", 7) == "/s/p.%04d.exr"
+    assert keep("/s/v1001/p.%d.dpx", "/s/v1001/p.5.dpx", 5) == "/s/v1001/p.%d.dpx"
+    assert keep("/s/p.####.exr", "/s/p.####.exr", 3) == "/s/p.####.exr"  # evaluate kept the token
+    assert keep("/s/still.exr", "/s/still.exr", 3) == "/s/still.exr"
+    assert keep("/s/p.####.exr", "/s/p.exr", 3) is None  # cannot tell: the node asks for proxy off
+
+
+def test_colour_names_from_a_read(logic):
+    nuke_default = ["default", "linear", "sRGB", "rec709", "Cineon"]
+    aces = ["default", "ACES - ACEScg", "Utility - sRGB - Texture", "Utility - Linear - sRGB"]
+    pc = logic.plate_colour
+    assert pc("default", False, "/p.%04d.exr", None, nuke_default) == ("linear", "linear", False)
+    assert pc("default", False, "/p.%04d.png", logic.FROM_INPUT, nuke_default) == ("srgb", "sRGB", False)
+    assert pc("default", False, "/p.%04d.png", None, aces) == ("srgb", "Utility - sRGB - Texture", False)
+    assert pc("default (Cineon)", False, "/p.%04d.dpx", None, nuke_default) == ("Cineon", "Cineon", False)
+    assert pc("ACES - ACEScg", False, "/p.%04d.exr", None, aces) == ("ACES - ACEScg", "ACES - ACEScg", False)
+    assert pc("sRGB", True, "/p.%04d.png", None, nuke_default) == (None, "default", True)
+    assert pc("sRGB", False, "/p.%04d.png", "ACES - ACEScg", aces) == ("ACES - ACEScg", "ACES - ACEScg", False)
+    assert logic.colour_choices(aces) == [logic.FROM_INPUT, "ACES - ACEScg", "Utility - sRGB - Texture",
+                                          "Utility - Linear - sRGB"]
+
+
+def test_the_ocio_config_comes_from_the_node_the_script_or_the_environment(logic, tmp_path):
+    shipped = tmp_path / "plugins" / "OCIOConfigs" / "configs" / "aces_1.2" / "config.ocio"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_text("ocio_profile_version: 1\n")
+    cfg = logic.ocio_config
+    assert cfg(" /show/x.ocio ", "custom", "/script.ocio", str(tmp_path), {"OCIO": "/env.ocio"}) == "/show/x.ocio"
+    assert cfg("", "custom", "/script.ocio", str(tmp_path), {"OCIO": "/env.ocio"}) == "/script.ocio"
+    assert cfg("", "aces_1.2", "", str(tmp_path), {}) == str(shipped)
+    assert cfg("", "ocio://cg-config-latest", "", "", {}) == "ocio://cg-config-latest"
+    assert cfg("", "nuke-default", "", str(tmp_path), {"OCIO": "/env.ocio"}) == "/env.ocio"  # not shipped here
+    assert cfg("", "nuke-default", "", "", {}) is None
+
+
+def test_the_internal_read_range_and_the_missing_list(logic):
+    assert logic.read_range([1002, 1003], 1001, 1004) == (1001, 1004)
+    assert logic.read_range([998, 999], 1001, 1004) == (998, 1004)
+    assert logic.read_range([5, 6], None, None) == (5, 6)
+    assert logic.missing_frames([1002, 1003, 1007], 1001, 1008) == "1001, 1004-1006, 1008"
+    assert logic.missing_frames(range(1, 5), 1, 4) == ""
