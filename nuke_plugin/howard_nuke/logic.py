@@ -1,6 +1,7 @@
 """The HowardMatte node's decisions that need no Nuke: knob values -> options, which input
 is a plain Read, where outputs go. Importable (and tested) without Nuke."""
 
+import itertools
 import os
 import re
 
@@ -213,14 +214,11 @@ def missing_frames(pulled, first, last):
 
 
 def frame_ranges(frames):
-    """Sorted frame numbers as `1001-1004, 1010`."""
+    """Frame numbers as `1001-1004, 1010` (runs of consecutive frames joined)."""
     parts = []
-    frames = sorted(frames)
-    i = 0
-    while i < len(frames):
-        j = i
-        while j + 1 < len(frames) and frames[j + 1] == frames[j] + 1:
-            j += 1
-        parts.append(str(frames[i]) if i == j else f"{frames[i]}-{frames[j]}")
-        i = j + 1
+    # Consecutive frames share frame - position in the sorted list.
+    for _, run in itertools.groupby(enumerate(sorted(frames)), key=lambda pair: pair[1] - pair[0]):
+        run_frames = [frame for _, frame in run]
+        first, last = run_frames[0], run_frames[-1]
+        parts.append(str(first) if first == last else f"{first}-{last}")
     return ", ".join(parts)

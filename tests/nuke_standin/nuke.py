@@ -222,17 +222,19 @@ class Tab_Knob(Knob):
     pass
 
 
-class Text_Knob(Knob):
+class _Texted(Knob):
+    """Knobs whose third constructor argument is their text (Text, String, PyScript)."""
+
     def __init__(self, name, label=None, text=""):
         super().__init__(name, label, text)
         self._value = text
 
 
-class String_Knob(Knob):
-    def __init__(self, name, label=None, text=""):
-        super().__init__(name, label, text)
-        self._value = text
+class Text_Knob(_Texted):
+    pass
 
+
+class String_Knob(_Texted):
     def getText(self):
         return self._value
 
@@ -336,11 +338,7 @@ class Enumeration_Knob(Knob):
             self._value = value
 
 
-class PyScript_Knob(Knob):
-    def __init__(self, name, label=None, command=""):
-        super().__init__(name, label, command)
-        self._value = command
-
+class PyScript_Knob(_Texted):
     def command(self):
         return self._value
 
