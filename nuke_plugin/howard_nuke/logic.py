@@ -140,8 +140,8 @@ def keep_frame_token(typed, expanded, frame):
     at = name.rfind(digits)
     if at < 0:
         return None
-    token = f"%0{width}d" if width else "%d"
-    return os.path.join(folder, name[:at] + token + name[at + len(digits):])
+    printf = f"%0{width}d" if width else "%d"
+    return os.path.join(folder, name[:at] + printf + name[at + len(digits):])
 
 
 def _pick(choices, names):
