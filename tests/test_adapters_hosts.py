@@ -224,6 +224,9 @@ class _Knob:
     def value(self):
         return self._value
 
+    def evaluate(self):
+        return self._value
+
 
 class _Panel:
     def __init__(self):
@@ -239,8 +242,8 @@ class _Panel:
 
 def _nuke_stub():
     stub = types.ModuleType("nuke")
-    for name in ("Tab_Knob", "String_Knob", "Text_Knob", "PyScript_Knob", "Enumeration_Knob", "File_Knob",
-                 "Int_Knob", "Boolean_Knob"):
+    for name in ("Tab_Knob", "String_Knob", "EvalString_Knob", "Text_Knob", "PyScript_Knob", "Enumeration_Knob",
+                 "File_Knob", "Int_Knob", "Boolean_Knob"):
         setattr(stub, name, _Knob)
     stub.INVISIBLE = stub.STARTLINE = 0
     return stub

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,39 @@ def temp_path_for(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     return path.with_name(f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}")
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux's /proc).
+
+    Elsewhere os.umask must be set to read it; the lock keeps two readers here from
+    leaving the wrong mask behind.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename a finished temp file onto `path`, with the mode a plain open() would give it.
+
+    Writers differ in the mode they create files with (tempfile.mkstemp and some libraries
+    use 0600), and the final file must be readable by whoever the user's umask allows: a
+    farm node running as another user, say.
+    """
+    os.chmod(tmp, 0o666 & ~current_umask())
+    os.replace(tmp, path)
 
 
 def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
@@ -51,6 +85,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
     Missing parent folders are created. The rename is `os.replace`, atomic on one
     filesystem, so readers see the old file or the complete new one, never a partial.
+    The file gets the mode the umask gives (0666 & ~umask), whatever mode the writer made it with.
 
         with atomic_write("out/report.json") as tmp:
             tmp.write_text(json.dumps(report))
@@ -60,7 +95,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     tmp = temp_path_for(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -23,7 +23,7 @@ import numpy as np
 from av.video.reformatter import Colorspace
 
 from howard_core.errors import HowardError
-from howard_core.io.atomic import temp_path_for
+from howard_core.io.atomic import publish, temp_path_for
 
 MOVIE_EXTS = {".mp4", ".mov", ".mxf", ".avi", ".mkv", ".m4v", ".webm"}
 # Decoding on is cheaper than seeking back to a keyframe for a gap this small.
@@ -245,7 +245,7 @@ class ProResWriter:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise

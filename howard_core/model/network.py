@@ -22,6 +22,12 @@ HIDDEN_CHANNELS = 32
 OUT_CHANNELS = 1 + 3 + 1 + HIDDEN_CHANNELS  # alpha, foreground residual, error, hidden
 
 
+
+def _zero_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Zeros `pad` pixels wide around (N, C, H, W). constant_pad_nd, not F.pad: torch 2.x scripts
+    F.pad to aten::pad, which libtorch before 1.13 (Nuke 13 to 15.0) cannot load."""
+    return torch.constant_pad_nd(x, [pad, pad, pad, pad], 0.0)
+
 class ASPPPooling(nn.Sequential):
     def __init__(self, cin: int, cout: int):
         super().__init__(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout),
@@ -175,7 +181,7 @@ class Refiner(nn.Module):
                  pad: int) -> torch.Tensor:
         """Crop (N, C, step+2*pad, step+2*pad) windows at (b, step*y - pad, step*xx - pad), zero outside."""
         if pad > 0:
-            x = F.pad(x, (pad, pad, pad, pad))
+            x = _zero_pad(x, pad)
         size = step + 2 * pad
         tiles = x.unfold(2, size, step).unfold(3, size, step)  # (B, C, nh, nw, size, size)
         return tiles.permute(0, 2, 3, 1, 4, 5)[b, y, xx]
@@ -197,7 +203,7 @@ class Refiner(nn.Module):
             a = F.interpolate(torch.cat([hid_sm, pha_sm, fgr_sm], dim=1), size=(hh, wh), mode="bilinear",
                               align_corners=False)
             s = F.interpolate(src_bgr, size=(hh, wh), mode="bilinear", align_corners=False)
-            out = self._head(F.pad(a, (p, p, p, p)), F.pad(s, (p, p, p, p)), F.pad(src_bgr, (q, q, q, q)),
+            out = self._head(_zero_pad(a, p), _zero_pad(s, p), _zero_pad(src_bgr, q),
                              [H + 2 * q, W + 2 * q])
             ref = torch.ones((src.shape[0], 1, hq, wq), device=src.device, dtype=src.dtype)
             return out[:, :1], out[:, 1:], ref

@@ -20,3 +20,9 @@ def export_torchscript(node=None):
     from .node import export_torchscript
 
     return export_torchscript(node)
+
+
+def restore(node):
+    from .node import restore
+
+    return restore(node)
