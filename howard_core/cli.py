@@ -180,8 +180,11 @@ def _security(args):
     """Dask TLS settings from --tls-* (None: Dask's own configuration)."""
     if not (args.tls_ca_file or args.tls_cert or args.tls_key):
         return None
-    from distributed.security import Security
-
+    try:
+        from distributed.security import Security
+    except ImportError:
+        raise HowardError("--tls-* need Dask's distributed, part of Howard's farm extra: "
+                          "pip install 'howard-core[farm]'") from None
     return Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert, tls_client_key=args.tls_key,
                     require_encryption=True)
 

@@ -500,6 +500,27 @@ def result_from(progress: Progress, cwd=None) -> MatteResult:
     return result
 
 
+def farm_report_path(output_folder) -> str:
+    """Where a host asks a farm job (OpenJD, OpenCue) to write its merged report: the sign that the
+    whole job, every chunk and the merge, has finished."""
+    return os.path.join(os.fspath(output_folder), "howard_report.farm.json")
+
+
+def result_from_report(path) -> MatteResult | None:
+    """The MatteResult of a finished farm job from its merged report; None while it is not there."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise HostError(f"{path}: the farm job's report cannot be read ({exc}); see the farm's job log") from None
+    output = report.get("output")
+    if not output:
+        raise HostError(f"{path}: the farm job's report names no output; see the farm's job log")
+    return MatteResult(output, str(path), frame_files(output), list(report.get("flagged_frames") or []))
+
+
 # ---------------------------------------------------------------------------------------------------
 # running
 # ---------------------------------------------------------------------------------------------------

@@ -421,3 +421,48 @@ def test_the_internal_read_range_and_the_missing_list(logic):
     assert logic.read_range([5, 6], None, None) == (5, 6)
     assert logic.missing_frames([1002, 1003, 1007], 1001, 1008) == "1001, 1004-1006, 1008"
     assert logic.missing_frames(range(1, 5), 1, 4) == ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Submit to farm: the same pull through Howard's farm commands
+
+
+def test_a_pull_on_a_dask_cluster_lands_like_a_local_one(nk, shot, tmp_path):
+    group, _ = _graph(nk, shot)
+    group["output_folder"].setValue(str(tmp_path / "dask"))
+    group["farm"].setValue("Dask cluster")
+    group["farm_address"].setValue("local:1")
+    group["farm_chunk"].setValue(2)
+    state = _pull(nk, group)
+    assert state["state"] == "done", group["status"].value()
+    assert "--cluster local:1" in state["command"] and "--chunk-size 2" in state["command"]
+    assert group["status"].value().startswith("done: 4 matte(s), 1001-1004")
+    assert group.node("HowardMatteRead")["file"].value() == str(tmp_path / "dask" / "plate_matte.####.exr")
+    assert (tmp_path / "dask" / "howard_chunks" / "howard_report.1001-1002.json").is_file()
+
+
+def test_an_openjd_bundle_is_written_and_its_mattes_load_when_the_farm_is_done(nk, shot, tmp_path, monkeypatch):
+    import subprocess
+
+    import howard_nuke.node as node_module
+
+    monkeypatch.setattr(node_module, "_FARM_POLL_S", 0.1)
+    group, _ = _graph(nk, shot)
+    group["output_folder"].setValue(str(tmp_path / "out"))
+    group["farm"].setValue("OpenJD bundle")
+    group["farm_path"].setValue(str(tmp_path / "bundle"))
+    state = _pull(nk, group)
+    assert state["state"] == "on farm", group["status"].value()
+    assert (tmp_path / "bundle" / "template.yaml").is_file()
+    assert group.node("HowardMatteRead")["file"].value() == ""  # nothing to load until the farm is done
+    # The farm: `openjd run` on the bundle, as a TD (or Deadline Cloud) would run it.
+    run = subprocess.run([Path(sys.executable).with_name("openjd"), "run", tmp_path / "bundle" / "template.yaml"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:]
+    deadline = time.monotonic() + 60
+    while _state(group)["state"] != "done" and time.monotonic() < deadline:
+        nk.run_main_thread_queue()
+        time.sleep(0.05)
+    assert group["status"].value().startswith("done: 4 matte(s), 1001-1004"), group["status"].value()
+    assert group.node("HowardMatteRead")["file"].value() == str(tmp_path / "out" / "plate_matte.####.exr")
+    assert group.node("CopyAlpha")["disable"].value() is False

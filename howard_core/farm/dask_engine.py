@@ -101,8 +101,12 @@ def connect(cluster: str, security=None):
 
     `security`: a `distributed.security.Security` for TLS (default: Dask's own configuration,
     `distributed.comm.tls.*`, as `dask worker --tls-*` reads it too)."""
-    import dask.config
-    from distributed import Client, LocalCluster
+    try:
+        import dask.config
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise HowardError("--cluster needs Dask's distributed, part of Howard's farm extra: "
+                          "pip install 'howard-core[farm]'") from None
 
     cluster = str(cluster)
     if cluster.startswith("local:"):

@@ -14,6 +14,9 @@ REFINE_CHOICES = ("default", "sampling", "thresholding", "full")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 EXTRA_LAYERS = ("fg", "err", "ref", "bg")
+# The "farm" knob: where Pull matte runs the job (hostcli.FARM_KINDS, by index after the first).
+FARM_CHOICES = ("this machine", "Dask cluster", "OpenJD bundle", "OpenCue outline")
+FARM_KINDS = (None, "dask", "openjd", "opencue")
 # What the internal Read does where no matte file exists: the node errors, or (chosen) black alpha.
 MISSING_MATTE_CHOICES = ("error", "black")
 # First entry of the colourspace knobs: take the space from the input's Read (its colorspace and raw).
@@ -54,6 +57,16 @@ def options_from_values(values, hostcli, frames=None):
         layers=EXTRA_LAYERS if values.get("extra_layers") else (),
         resume=bool(values.get("resume")),
     )
+
+
+def farm_target(values, hostcli):
+    """hostcli.FarmTarget from the farm knobs, or None to pull on this machine."""
+    kind = FARM_KINDS[FARM_CHOICES.index(values.get("farm") or FARM_CHOICES[0])]
+    if kind is None:
+        return None
+    chunk = int(values.get("farm_chunk") or 0)
+    return hostcli.FarmTarget(kind, address=_text(values, "farm_address"), path=_text(values, "farm_path"),
+                              chunk_size=chunk or None)
 
 
 def _colour_choice(values, name):

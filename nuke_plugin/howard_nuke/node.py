@@ -37,6 +37,7 @@ READ = "HowardMatteRead"
 COPY = "CopyAlpha"
 _jobs: dict = {}  # job id -> hostcli.Job, for the pulls running in this Nuke session
 _POLL_S = 0.25
+_FARM_POLL_S = 5.0  # a farm job takes minutes to hours: a look every few seconds is plenty
 _ON_CREATE = "import howard_nuke; howard_nuke.restore(nuke.thisNode())"
 
 
@@ -127,6 +128,18 @@ def _add_knobs(group):
     group["hold_missing"].setFlag(nuke.STARTLINE)
     add(nuke.Boolean_Knob("resume", "resume (keep finished frames)", False))
     group["resume"].setFlag(nuke.STARTLINE)
+    add(nuke.Text_Knob("farm_section", "farm"))
+    add(nuke.Enumeration_Knob("farm", "run on", list(logic.FARM_CHOICES)))
+    group["farm"].setTooltip("Where Pull matte runs: here; on a Dask cluster (progress and mattes come back as for a "
+                             "local pull); or written as an OpenJD bundle (Deadline Cloud) / OpenCue outline, whose "
+                             "mattes load when the farm job's merged report appears.")
+    add(nuke.EvalString_Knob("farm_address", "Dask scheduler"))
+    group["farm_address"].setTooltip("tcp://scheduler:8786, tls://..., or local:N for N worker processes here.")
+    add(nuke.File_Knob("farm_path", "bundle / outline"))
+    group["farm_path"].setTooltip("OpenJD: the job bundle folder to write. OpenCue: the outline file to write "
+                                  "(submitted where CUEBOT_HOSTS is set).")
+    add(nuke.Int_Knob("farm_chunk", "chunk size"))
+    group["farm_chunk"].setTooltip("Frames per farm task; 0: Howard's default.")
     add(nuke.EvalString_Knob("howard_cli", "howard executable"))
     group["howard_cli"].setTooltip("Path to `howard` (empty: $HOWARD_CLI, $HOWARD_PYTHON, then howard on PATH).")
     export = nuke.PyScript_Knob("export_torchscript", "Export TorchScript for Inference...",
@@ -148,8 +161,10 @@ def _refresh_colour_choices(node):
 def _values(node):
     names = ("frame_range", "preset", "refine_mode", "sample_pixels", "device", "precision",
              "plate_colorspace", "clean_colorspace", "extra_layers", "locked_off", "hold_missing", "resume")
-    values = {name: node[name].value() for name in names}
+    values = {name: node[name].value() for name in names + ("farm", "farm_chunk")}
     values["model"] = node["model"].evaluate()  # a path may hold [getenv ...] / $VAR
+    values["farm_address"] = node["farm_address"].evaluate()
+    values["farm_path"] = node["farm_path"].evaluate()
     return values
 
 
@@ -176,6 +191,8 @@ def restore(node):
     running in this session, or was cut off with its Nuke session."""
     _refresh_colour_choices(node)
     state = _state(node)
+    if state.get("state") == "on farm" and state.get("farm_report"):
+        _watch_farm_report(state["job"], state["farm_report"])
     if state.get("state") == "pulling" and state.get("job") not in _jobs:
         _set_state(node, state="interrupted",
                    status="interrupted: Nuke closed or the script was reopened while pulling; "
@@ -285,8 +302,15 @@ def pull_matte(node):
                                             else None)
         options.colorspace, options.clean_colorspace, options.ocio_config = plate_cs, clean_cs, config
         runner = hostcli.resolve_runner(cli=_cli_setting(node) or None)
-        argv = hostcli.matte_command(plate, clean, folder + os.sep, options, runner=runner)
-        job = hostcli.Job(argv).start()
+        farm = logic.farm_target(values, hostcli)
+        farm_report = None
+        if farm is None:
+            argv = hostcli.matte_command(plate, clean, folder + os.sep, options, runner=runner)
+        else:
+            if farm.kind != "dask":  # the farm writes it when every chunk and the merge are done
+                farm_report = options.report = hostcli.farm_report_path(folder)
+            argv = hostcli.farm_command(plate, clean, folder + os.sep, options, farm, runner=runner)
+        job = hostcli.Job(argv, expect_done=farm_report is None).start()
     except (ValueError, RuntimeError, OSError, hostcli.HostError) as exc:  # RuntimeError: a cancelled render
         _message(str(exc))
         return
@@ -294,7 +318,7 @@ def pull_matte(node):
     _jobs[job_id] = job
     _set_state(node, job=job_id, state="pulling", status="pulling...", folder=folder, plate_first=first,
                plate_last=last, colorspace=read_cs, raw=bool(read_raw), command=hostcli.format_command(argv),
-               log=os.path.join(folder, f"howard_{job_id[:8]}.log"))
+               log=os.path.join(folder, f"howard_{job_id[:8]}.log"), farm_report=farm_report)
     threading.Thread(target=_watch, args=(job_id, job, f"Howard matte ({node.name()})"),
                      name="howard-nuke", daemon=True).start()
 
@@ -345,6 +369,13 @@ def _finish(job_id, job, failure=None):
     job.poll()
     message = failure or job.error
     result = None
+    if message is None and state.get("farm_report"):
+        # The job was handed to the farm; the mattes load when its merged report appears.
+        log = _write_log(state.get("log") or "", job, state, []) if state.get("log") else None
+        _set_state(node, state="on farm", status="submitted to the farm; the mattes load when its report appears: "
+                   + state["farm_report"], log=log)
+        _watch_farm_report(job_id, state["farm_report"])
+        return
     if message is None:
         try:
             result = job.result()
@@ -352,6 +383,34 @@ def _finish(job_id, job, failure=None):
             message = str(exc)
     lines = result.summary() if result is not None else [f"failed: {message}"]
     log = _write_log(state.get("log") or "", job, state, lines) if state.get("log") else None
+    _show_result(node, state, result, message, log)
+
+
+def _watch_farm_report(job_id, report):
+    """A farm job runs without this Nuke: a daemon thread looks for its merged report and hands the
+    mattes to the main thread when it appears (restarted by `restore` when the script is reopened)."""
+    def watch():
+        while not os.path.exists(report):
+            time.sleep(_FARM_POLL_S)
+        nuke.executeInMainThread(_farm_done, args=(job_id, report))
+
+    threading.Thread(target=watch, name="howard-nuke-farm", daemon=True).start()
+
+
+def _farm_done(job_id, report):
+    node = _find_job_node(job_id)
+    if node is None or _state(node).get("state") != "on farm":
+        return
+    try:
+        result = _hostcli(node).result_from_report(report)
+        message = None
+    except Exception as exc:  # noqa: BLE001 - hostcli.HostError, BootError
+        result, message = None, str(exc)
+    _show_result(node, _state(node), result, message, _state(node).get("log"))
+
+
+def _show_result(node, state, result, message, log):
+    """Main thread: the internal Read on the written mattes and the status line, or the failure."""
     if result is None:
         _set_state(node, state="failed", status=f"failed: {message}", log=log)
         return
