@@ -31,8 +31,9 @@ PY = BIN / ("python.exe" if os.name == "nt" else "python")
 # Where this platform keeps its local CPU build of torch; pip's own config may already name it.
 LOCAL_WHEELS = Path("/opt/wheels")
 # The Blender releases the add-on is tested in (the bpy wheels on PyPI): the current LTS and the newest 5.x for
-# Python 3.11. Each wheel pins its own numpy (<2), so each gets a virtualenv of its own beside .venv.
-BLENDER_VERSIONS = ("4.5.15", "5.0.1")
+# Python 3.11 ($HOWARD_BLENDER_VERSIONS, space-separated, tries others). Each wheel pins its own numpy (<2),
+# so each gets a virtualenv of its own beside .venv.
+BLENDER_VERSIONS = tuple(os.environ.get("HOWARD_BLENDER_VERSIONS", "4.5.15 5.0.1").split())
 BLENDER_VENVS = ROOT / ".venv-blender"
 
 

@@ -137,11 +137,12 @@ def compositor_tree(scene):
         output = tree.nodes.new("CompositorNodeComposite")
         output.location = (200, 400)
     elif fresh:
-        # Turning the compositor on just now made Blender's default Render Layers -> Composite
-        # link; that is not the artist's wiring, so the matte may take its place.
-        for link in list(tree.links):
-            if link.to_node == output:
-                tree.links.remove(link)
+        # Turning the compositor on just now added Blender's default nodes, not the artist's. Its
+        # Render Layers node would make every render of this comp render the 3D scene (and need a
+        # camera), so the tree starts as Blender 5's does: an output, then Howard's nodes.
+        for node in list(tree.nodes):
+            if node != output:
+                tree.nodes.remove(node)
     return tree, output
 
 
@@ -267,6 +268,19 @@ def _on_load_pre(*_args):
     _stop_running()
 
 
+def _not_found(exc, cli, python):
+    """Howard could not be found: the reason, where the add-on looked (in the order it looks,
+    as howard_hostboot and hostcli.resolve_runner do) and where to set it."""
+    tried = "`howard` on PATH (" + (os.environ.get("PATH") or "empty") + ")"
+    for value, what in ((cli, "the Howard executable setting"), (python, "the Howard Python setting"),
+                        (os.environ.get("HOWARD_CLI"), "$HOWARD_CLI"),
+                        (os.environ.get("HOWARD_PYTHON"), "$HOWARD_PYTHON")):
+        if value and str(value).strip():
+            tried = f"{what} {str(value).strip()}"
+            break
+    return f"{exc}; tried {tried}; set the Howard executable in Preferences > Add-ons > Howard Matte"
+
+
 def _unexpected(operator, exc, settings=None):
     """An exception nobody planned for: one report line for the artist, the traceback in the log."""
     LOG.exception("Howard: unexpected error in Pull Matte")
@@ -312,12 +326,12 @@ class HOWARD_OT_pull_matte(bpy.types.Operator):
         try:
             hostcli = load_hostcli(cli=cli, python=python)
         except BootError as exc:
-            return self._refuse(settings, f"{exc} (set it in Preferences > Add-ons > Howard Matte)")
-        scene = context.scene
+            return self._refuse(settings, _not_found(exc, cli, python))
         try:
             runner = hostcli.resolve_runner(cli=cli, python=python)
         except hostcli.HostError as exc:
-            return self._refuse(settings, f"{exc} (set it in Preferences > Add-ons > Howard Matte)")
+            return self._refuse(settings, _not_found(exc, cli, python))
+        scene = context.scene
         try:
             plate = _input_path(settings, "plate", hostcli)
             clean = _input_path(settings, "clean", hostcli)

@@ -51,13 +51,18 @@ def ui():
     return sys.modules[EXT_MODULE + ".ui"]
 
 
-def artist_scene(name, start, end, job):
+def artist_scene(name, start, end, job, compositor=True):
     """A new scene the way an artist sets one up for a comp: the plate's size, a compositor
-    with an output that nothing feeds yet and one node of their own."""
+    with an output that nothing feeds yet and one node of their own (`compositor` False: no
+    compositor at all, as in a new file before the compositor was opened)."""
     scene = bpy.data.scenes.new(name)
     scene.render.resolution_x, scene.render.resolution_y = job["width"], job["height"]
     scene.render.resolution_percentage = 100
     scene.frame_start, scene.frame_end = start, end
+    scene.view_settings.view_transform = "AgX"  # Blender's default for new files; EXR renders stay linear
+    bpy.context.window.scene = scene
+    if not compositor:
+        return scene
     if hasattr(scene, "compositing_node_group"):  # Blender 5: the compositor is a node group with a Group Output
         tree = bpy.data.node_groups.new(f"{name} comp", "CompositorNodeTree")
         tree.interface.new_socket(name="Image", in_out="OUTPUT", socket_type="NodeSocketColor")
@@ -70,7 +75,6 @@ def artist_scene(name, start, end, job):
             if node.bl_idname != "CompositorNodeComposite":
                 tree.nodes.remove(node)
     tree.nodes.new("CompositorNodeBlur").name = "Artist Blur"
-    bpy.context.window.scene = scene
     return scene
 
 
@@ -81,6 +85,8 @@ def tree_of(scene):
 def graph(scene):
     """The compositor graph as plain data: node names and links."""
     tree = tree_of(scene)
+    if tree is None:
+        return {"nodes": [], "links": []}
     return {"nodes": sorted(n.name for n in tree.nodes),
             "links": sorted(f"{lk.from_node.name}:{lk.from_socket.name}->{lk.to_node.name}:{lk.to_socket.name}"
                             for lk in tree.links)}
@@ -130,9 +136,9 @@ def render(scene, frame, path):
     return path
 
 
-def matte_pull(job, name, configure, start, end, render_frame):
+def matte_pull(job, name, configure, start, end, render_frame, compositor=True):
     """One artist's pull: a scene, the plate set up by `configure`, the pull, a render."""
-    scene = artist_scene(name, start, end, job)
+    scene = artist_scene(name, start, end, job, compositor)
     settings = scene.howard
     settings.clean_source, settings.clean_path = "FILE", job["clean"]
     settings.output_dir = os.path.join(job["scratch"], name)
@@ -210,14 +216,20 @@ def attempt(out, name, scenario):
 
 def session(job):
     out = {"version": bpy.app.version_string, "install": install(job)}
+    area = bpy.context.window.screen.areas[0]  # as an artist works: a Compositor open, where progress shows
+    area.type = "NODE_EDITOR"
+    area.ui_type = "CompositorNodeTree"
     attempt(out, "file", lambda: matte_pull(job, "file", lambda sc, st: plate_file(st, job), 1, 3, 2))
     attempt(out, "undo", lambda: undo_round_trip("file"))
     attempt(out, "image", lambda: matte_pull(job, "image", lambda sc, st: plate_image(st, job), 1001, 1003, 1003))
     attempt(out, "clip", lambda: matte_pull(job, "clip", lambda sc, st: plate_clip(st, job, 5, 1), 5, 7, 6))
+    attempt(out, "fresh", lambda: matte_pull(job, "fresh", lambda sc, st: plate_file(st, job), 1001, 1003, 1001,
+                                             compositor=False))
     attempt(out, "colour", lambda: colour(job))
     attempt(out, "cancel", lambda: cancel(job))
     attempt(out, "no_howard", lambda: no_howard(job))
     missing = os.path.join(job["scratch"], "nowhere", "clean.####.exr")
+    attempt(out, "no_howard_on_path", lambda: no_howard_on_path(job))
     attempt(out, "missing_clean", lambda: dict(bad_input(job, "missing_clean",
                                                          lambda st: setattr(st, "clean_path", missing)),
                                                must_name=os.path.dirname(missing)))
@@ -262,6 +274,21 @@ def no_howard(job):
     try:
         return bad_input(job, "no_howard", lambda st: None)
     finally:
+        prefs.howard_cli = job["howard_cli"]
+
+
+def no_howard_on_path(job):
+    """Nothing set and no `howard` on PATH: the report says where it looked and where to set it."""
+    prefs = bpy.context.preferences.addons[EXT_MODULE].preferences
+    saved = {k: os.environ.pop(k, None) for k in ("HOWARD_CLI", "HOWARD_PYTHON")}
+    path = os.environ.get("PATH", "")
+    prefs.howard_cli = ""
+    os.environ["PATH"] = os.path.join(job["scratch"], "empty_bin")
+    try:
+        return dict(bad_input(job, "no_howard_on_path", lambda st: None), must_name=os.environ["PATH"])
+    finally:
+        os.environ["PATH"] = path
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
         prefs.howard_cli = job["howard_cli"]
 
 

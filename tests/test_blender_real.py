@@ -155,6 +155,7 @@ def _alpha_comparison(footage, record):
     ("file", 2, 1002),    # file path; the scene (1-3) starts at the plate's first frame
     ("image", 1003, 1003),  # Image sequence; scene 1001-1003
     ("clip", 6, 1003),    # Movie Clip starting at scene frame 5, offset 1 frame
+    ("fresh", 1001, 1001),  # file path, in a scene whose compositor the add-on turns on
 ])
 def test_render_alpha_equals_the_cli_alpha_for_the_same_frame(session, footage, case, scene_frame, plate_frame):
     record = _scenario(session, case)
@@ -180,6 +181,10 @@ def test_scene_range_sets_the_frames_and_the_matte_is_wired_to_the_output(sessio
         output = "Composite" if "Composite" in record["before"]["nodes"] else "Group Output"
         assert f"Howard Set Alpha:Image->{output}:Image" in record["after"]["links"]
     assert image["argv"][image["argv"].index("--colorspace") + 1] == "linear"  # the Image's Linear Rec.709
+    fresh = _scenario(session, "fresh")  # no compositor before: the add-on's tree, wired to its output
+    assert fresh["before"]["nodes"] == [] and any(
+        link.startswith("Howard Set Alpha:Image->") and link.split("->")[1] in ("Composite:Image", "Group Output:Image")
+        for link in fresh["after"]["links"])
 
 
 def test_the_plates_colour_space_goes_to_howard_and_comes_back(session):
@@ -206,7 +211,8 @@ def test_esc_cancels_ends_howard_and_leaves_the_graph(session):
 
 
 @pytest.mark.parametrize("case, must_name", [
-    ("no_howard", "nowhere/howard"), ("missing_clean", None), ("truncated", None), ("garbled", None),
+    ("no_howard", "nowhere/howard"), ("no_howard_on_path", None), ("missing_clean", None), ("truncated", None),
+    ("garbled", None),
     ("unexpected", "unexpected error"),
 ])
 def test_bad_input_is_one_line_naming_it_and_the_scene_stays(session, case, must_name):
@@ -217,8 +223,8 @@ def test_bad_input_is_one_line_naming_it_and_the_scene_stays(session, case, must
     assert "\n" not in message and "Traceback" not in message
     assert record["after"] == record["before"]
     assert record["status"].startswith("Howard: ")
-    if case == "no_howard":
-        assert "Preferences" in message
+    if case.startswith("no_howard"):
+        assert "Preferences > Add-ons > Howard Matte" in message
     if "pid" in record:
         assert record["exited"] and record.get("result") == ["CANCELLED"]
 
