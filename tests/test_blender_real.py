@@ -88,8 +88,9 @@ def _run_session(python, mode, footage, name):
     scratch = footage["tmp"] / name
     job = _job(footage, scratch)
     result = scratch / "result.json"
-    # Blender's user folders (preferences, installed extensions) in the scratch folder, not the user's.
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(scratch / "blender_user"))
+    # Blender's user folders (preferences, installed extensions) and its thumbnail cache in the scratch
+    # folder, not the user's.
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(scratch / "blender_user"), XDG_CACHE_HOME=str(scratch / "cache"))
     proc = subprocess.run([python, SESSION, mode, job, result], capture_output=True, text=True, timeout=600,
                           env=env, cwd=scratch)
     assert result.exists(), f"blender session wrote nothing (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
