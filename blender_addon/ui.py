@@ -6,6 +6,7 @@ import atexit
 import logging
 import os
 import subprocess
+from dataclasses import dataclass
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
@@ -239,11 +240,16 @@ def load_into_compositor(context, result, pull):
     return matte
 
 
+@dataclass
 class Pull:
-    """One Pull Matte: what invoke() worked out, the running `howard` job, and its end."""
+    """What invoke() worked out for one Pull Matte, for modal() and load_into_compositor()."""
 
-    def __init__(self, hostcli, job, plate, shift, image=None, clip=None):
-        self.hostcli, self.job, self.plate, self.shift, self.image, self.clip = hostcli, job, plate, shift, image, clip
+    hostcli: object  # the howard_core.hostcli module
+    job: object  # its Job running `howard matte`
+    plate: str  # the plate path Howard reads
+    shift: int  # scene frame f shows plate frame f + shift
+    image: object = None  # the plate's Image datablock, when the plate is one
+    clip: object = None  # the plate's Movie Clip, when the plate is one
 
 
 # The running Pull Matte operator, so a file load or Blender quitting can end its job (_stop_running).
