@@ -125,6 +125,15 @@ def pull(esc_after_s=None, on_start=None):
     return record
 
 
+def alive(pid):
+    """Whether process `pid` is still running (not exited, not a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def render(scene, frame, path):
     scene.frame_set(frame)
     scene.render.filepath = path
@@ -237,6 +246,7 @@ def session(job):
         attempt(out, name, lambda name=name, damage=damage: damaged_plate(job, name, damage))
     attempt(out, "unexpected", lambda: unexpected(job))
     attempt(out, "load", lambda: load_other_file(job))
+    attempt(out, "disable", lambda: disable_addon(job))
     return out
 
 
@@ -319,8 +329,22 @@ def load_other_file(job):
     scene.howard.clean_path, scene.howard.output_dir = job["clean"], os.path.join(job["scratch"], "load")
     record = pull(on_start=lambda rec: None)
     bpy.ops.wm.open_mainfile(filepath=saved)
+    record["alive_after"] = alive(record["pid"])
     record["running_after_load"] = len(ui()._RUNNING)
     record["output"] = os.path.join(job["scratch"], "load")
+    return record
+
+
+def disable_addon(job):
+    """Turning the add-on off ends a running pull's howard process."""
+    scene = artist_scene("disable", 1, 2, job)
+    all_frames(job, scene.howard)
+    scene.howard.clean_path, scene.howard.output_dir = job["clean"], os.path.join(job["scratch"], "disable")
+    record = pull(on_start=lambda rec: None)
+    bpy.ops.preferences.addon_disable(module=EXT_MODULE)
+    record["alive_after"] = alive(record["pid"])
+    record["output"] = scene.howard.output_dir if hasattr(scene, "howard") else os.path.join(job["scratch"],
+                                                                                            "disable")
     return record
 
 

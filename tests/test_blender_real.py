@@ -240,7 +240,13 @@ def _stopped_early(record):
 
 def test_loading_another_file_ends_howard(session):
     record = _scenario(session, "load")
-    assert record["running_after_load"] == 0
+    assert record["running_after_load"] == 0 and not record["alive_after"]
+    _stopped_early(record)
+
+
+def test_disabling_the_addon_ends_howard(session):
+    record = _scenario(session, "disable")
+    assert not record["alive_after"]
     _stopped_early(record)
 
 
