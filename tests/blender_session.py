@@ -3,6 +3,7 @@ tests/test_blender_real.py; it asserts nothing itself, it records what happened.
 
     python blender_session.py session JOB.json RESULT.json   install, pull, render, bad inputs, file load
     python blender_session.py quit JOB.json RESULT.json      start a pull, then quit Blender
+    python blender_session.py legacy JOB.json RESULT.json    install the zip as a legacy add-on
 
 It installs the add-on zip the way Blender installs extensions, builds artists' scenes,
 runs `bpy.ops.howard.pull_matte('INVOKE_DEFAULT')` and then calls the operator's own
@@ -361,12 +362,25 @@ def quit_blender(job):
     bpy.ops.wm.quit_blender()
 
 
+def legacy(job):
+    """The same zip installed the pre-extension way (Install legacy Add-on, bl_info)."""
+    bpy.ops.preferences.addon_install(filepath=job["zip"], overwrite=True)
+    bpy.ops.preferences.addon_enable(module="blender_addon")
+    return {"enabled": "blender_addon" in bpy.context.preferences.addons,
+            "operator": hasattr(bpy.ops.howard, "pull_matte"), "settings": hasattr(bpy.types.Scene, "howard"),
+            "preferences": bpy.context.preferences.addons["blender_addon"].preferences is not None}
+
+
 def main():
     mode, job_path, result_path = sys.argv[1:4]
     with open(job_path) as f:
         job = json.load(f)
     if mode == "quit":
         quit_blender(job)
+        return
+    if mode == "legacy":
+        with open(result_path, "w") as f:
+            json.dump(legacy(job), f)
         return
     try:
         out = session(job)

@@ -255,3 +255,9 @@ def test_quitting_blender_ends_howard(footage, version):
     record, proc = _run_session(blender(version), "quit", footage, f"quit_{version}")
     assert proc.returncode == 0, proc.stderr
     _stopped_early(record)
+
+
+@pytest.mark.parametrize("version", BUILD.BLENDER_VERSIONS)
+def test_the_zip_also_installs_as_a_legacy_addon(footage, version):
+    record, proc = _run_session(blender(version), "legacy", footage, f"legacy_{version}")
+    assert record == {"enabled": True, "operator": True, "settings": True, "preferences": True}, proc.stderr
