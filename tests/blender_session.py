@@ -146,8 +146,9 @@ def render(scene, frame, path):
     return path
 
 
-def matte_pull(job, name, configure, start, end, render_frame, compositor=True):
-    """One artist's pull: a scene, the plate set up by `configure`, the pull, a render."""
+def matte_pull(job, name, configure, start, end, compositor=True):
+    """One artist's pull: a scene, the plate set up by `configure`, the pull, a render of every
+    frame of the scene range."""
     scene = artist_scene(name, start, end, job, compositor)
     settings = scene.howard
     settings.clean_source, settings.clean_path = "FILE", job["clean"]
@@ -156,8 +157,8 @@ def matte_pull(job, name, configure, start, end, render_frame, compositor=True):
     bpy.ops.ed.undo_push(message=f"artist built {name}")
     before = graph(scene)
     record = pull()
-    record.update(before=before, after=graph(scene), frame=render_frame,
-                  render=render(scene, render_frame, os.path.join(job["scratch"], f"{name}_render.exr")))
+    record.update(before=before, after=graph(scene), renders={
+        f: render(scene, f, os.path.join(job["scratch"], f"{name}_render.{f:04d}.exr")) for f in range(start, end + 1)})
     return record
 
 
@@ -229,11 +230,11 @@ def session(job):
     area = bpy.context.window.screen.areas[0]  # as an artist works: a Compositor open, where progress shows
     area.type = "NODE_EDITOR"
     area.ui_type = "CompositorNodeTree"
-    attempt(out, "file", lambda: matte_pull(job, "file", lambda sc, st: plate_file(st, job), 1, 3, 2))
+    attempt(out, "file", lambda: matte_pull(job, "file", lambda sc, st: plate_file(st, job), 1, 3))
     attempt(out, "undo", lambda: undo_round_trip("file"))
-    attempt(out, "image", lambda: matte_pull(job, "image", lambda sc, st: plate_image(st, job), 1001, 1003, 1003))
-    attempt(out, "clip", lambda: matte_pull(job, "clip", lambda sc, st: plate_clip(st, job, 5, 1), 5, 7, 6))
-    attempt(out, "fresh", lambda: matte_pull(job, "fresh", lambda sc, st: plate_file(st, job), 1001, 1003, 1001,
+    attempt(out, "image", lambda: matte_pull(job, "image", lambda sc, st: plate_image(st, job), 1001, 1003))
+    attempt(out, "clip", lambda: matte_pull(job, "clip", lambda sc, st: plate_clip(st, job, 5, 1), 5, 7))
+    attempt(out, "fresh", lambda: matte_pull(job, "fresh", lambda sc, st: plate_file(st, job), 1001, 1003,
                                              compositor=False))
     attempt(out, "colour", lambda: colour(job))
     attempt(out, "cancel", lambda: cancel(job))
@@ -262,7 +263,7 @@ def colour(job):
     def acescg(scene, settings):
         plate_image(settings, job)
         settings.plate_image.colorspace_settings.name = "ACEScg"
-    record = matte_pull(job, "colour", acescg, 1001, 1002, 1001)
+    record = matte_pull(job, "colour", acescg, 1001, 1001)
     matte = tree_of(bpy.context.scene).nodes["Howard Matte"].image
     record["matte_colorspace"] = matte.colorspace_settings.name
     record["matte_alpha_mode"] = matte.alpha_mode

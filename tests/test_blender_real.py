@@ -139,12 +139,12 @@ def test_the_zip_passes_blenders_validation_and_installs_as_an_extension(session
     assert install["enabled"] and install["operator"] and install["panel"] and install["settings"]
 
 
-def _alpha_comparison(footage, record):
-    """The rendered EXR against the CLI run for the same frames: which plate frame its colour is
-    (the render is the plate premultiplied by Howard's alpha) and the max abs differences there."""
+def _alpha_comparison(footage, record, path):
+    """A rendered EXR against the CLI run for the same frames: which plate frame its colour is (the
+    render is the plate premultiplied by Howard's alpha) and the max abs differences there."""
     frames = record["argv"][record["argv"].index("--frames") + 1]
     reference = cli_alpha(footage, frames)
-    channels, spec = read_channels(record["render"])
+    channels, spec = read_channels(path)
     assert spec.channelnames[:4] == ("R", "G", "B", "A") and (spec.width, spec.height) == (96, 64)
     rgb = np.stack([channels[c] for c in "RGB"], axis=2)
     colour_error = {n: float(np.abs(rgb - footage["plates"][n] * a[..., None]).max()) for n, a in reference.items()}
@@ -152,22 +152,24 @@ def _alpha_comparison(footage, record):
     return shown, float(np.abs(channels["A"] - reference[shown]).max()), colour_error[shown]
 
 
-@pytest.mark.parametrize("case, scene_frame, plate_frame", [
-    ("file", 2, 1002),    # file path; the scene (1-3) starts at the plate's first frame
-    ("image", 1003, 1003),  # Image sequence; scene 1001-1003
-    ("clip", 6, 1003),    # Movie Clip starting at scene frame 5, offset 1 frame
-    ("fresh", 1001, 1001),  # file path, in a scene whose compositor the add-on turns on
+@pytest.mark.parametrize("case, scene_frames, plate_frames", [
+    ("file", (1, 3), 1001),  # file path; the scene (1-3) starts at the plate's first frame
+    ("image", (1001, 1003), 1001),  # Image sequence
+    ("clip", (5, 7), 1002),  # Movie Clip starting at scene frame 5, offset 1 frame
+    ("fresh", (1001, 1003), 1001),  # file path, in a scene whose compositor the add-on turns on
 ])
-def test_render_alpha_equals_the_cli_alpha_for_the_same_frame(session, footage, case, scene_frame, plate_frame):
+def test_render_alpha_equals_the_cli_alpha_for_the_same_frame(session, footage, case, scene_frames, plate_frames):
     record = _scenario(session, case)
     assert record.get("result") == ["FINISHED"], record
-    assert record["frame"] == scene_frame
-    shown, alpha_diff, colour_diff = _alpha_comparison(footage, record)
-    print(f"blender {session['version']} {case}: scene frame {scene_frame} shows plate frame {shown}; "
-          f"max |alpha - CLI alpha| = {alpha_diff:.3g}, max |RGB - plate*alpha| = {colour_diff:.3g}")
-    assert shown == plate_frame
-    assert alpha_diff == 0.0
-    assert colour_diff < 1e-3 * 12.5  # the plate's brightest value is 12.5; half floats on both sides
+    renders = {int(f): path for f, path in record["renders"].items()}
+    assert sorted(renders) == list(range(scene_frames[0], scene_frames[1] + 1))
+    for scene_frame, path in sorted(renders.items()):
+        shown, alpha_diff, colour_diff = _alpha_comparison(footage, record, path)
+        print(json.dumps({"blender": session["version"], "plate": case, "scene_frame": scene_frame,
+                          "plate_frame": shown, "max_abs_alpha_diff": alpha_diff, "max_abs_rgb_diff": colour_diff}))
+        assert shown == plate_frames + scene_frame - scene_frames[0]
+        assert alpha_diff == 0.0
+        assert colour_diff < 1e-3 * 12.5  # the plate's brightest value is 12.5; half floats on both sides
 
 
 def test_scene_range_sets_the_frames_and_the_matte_is_wired_to_the_output(session):
