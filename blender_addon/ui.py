@@ -347,10 +347,10 @@ class HOWARD_OT_pull_matte(bpy.types.Operator):
             first, known = _plate_frames(plate, block, hostcli)
             clip = block if settings.plate_source == "CLIP" else None
             shift = logic.frame_shift(settings.plate_source, first, scene.frame_start, settings.at_scene_start, clip)
-            shown = None
-            if settings.frames == "SCENE":
-                shown = logic.scene_frames(scene.frame_start, scene.frame_end, shift, known)
-            frames = logic.frames_option(settings.frames, settings.frame_range, shown)
+            still = not logic.is_movie(plate) and hostcli.frame_path(plate, 0) == plate  # no frame token
+            mode = "ALL" if still and settings.frames == "SCENE" else settings.frames  # one image, one matte
+            shown = logic.scene_frames(scene.frame_start, scene.frame_end, shift, known) if mode == "SCENE" else None
+            frames = logic.frames_option(mode, settings.frame_range, shown)
             colorspace, ocio = logic.plate_colorspace(block.colorspace_settings.name if block else None,
                                                       _blender_ocio_config())
             folder = logic.output_folder(settings.output_dir, plate, bpy.data.filepath, bpy.path.abspath)

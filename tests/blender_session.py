@@ -236,6 +236,8 @@ def session(job):
     attempt(out, "clip", lambda: matte_pull(job, "clip", lambda sc, st: plate_clip(st, job, 5, 1), 5, 7))
     attempt(out, "fresh", lambda: matte_pull(job, "fresh", lambda sc, st: plate_file(st, job), 1001, 1003,
                                              compositor=False))
+    attempt(out, "still", lambda: matte_pull(job, "still", lambda sc, st: setattr(st, "plate_path", job["plate_first"]),
+                                             1, 2))
     attempt(out, "colour", lambda: colour(job))
     attempt(out, "cancel", lambda: cancel(job))
     attempt(out, "no_howard", lambda: no_howard(job))

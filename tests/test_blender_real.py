@@ -190,6 +190,13 @@ def test_scene_range_sets_the_frames_and_the_matte_is_wired_to_the_output(sessio
         for link in fresh["after"]["links"])
 
 
+def test_a_still_plate_gives_one_matte_whatever_the_scene_range(session):
+    record = _scenario(session, "still")  # plate.1001.exr alone: a still, so no --frames from the scene
+    assert record.get("result") == ["FINISHED"], record
+    assert "--frames" not in record["argv"] and record["status"].startswith("Howard wrote 1 frame(s)")
+    assert "Howard Matte" in record["after"]["nodes"]
+
+
 def test_the_plates_colour_space_goes_to_howard_and_comes_back(session):
     record = _scenario(session, "colour")
     assert record.get("result") == ["FINISHED"], record
