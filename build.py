@@ -2,7 +2,8 @@
 """Howard's one developer entry point.
 
     python3 build.py setup            create/refresh the local .venv (idempotent)
-    python3 build.py test [ARGS]      setup, lint, then the fast test suite (ARGS go to pytest)
+    python3 build.py test [ARGS]      setup, setup-blender, lint, then the test suite (ARGS go to pytest)
+    python3 build.py setup-blender    one virtualenv per tested Blender version with its bpy wheel (idempotent)
     python3 build.py demo [ARGS]      setup, then `howard demo` (the main job on the embedded default)
     python3 build.py bench WHAT       setup, then a benchmark printing JSON (model | align | pipeline)
     python3 build.py lint             ruff over the tree
@@ -29,6 +30,11 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 # Where this platform keeps its local CPU build of torch; pip's own config may already name it.
 LOCAL_WHEELS = Path("/opt/wheels")
+# The Blender releases the add-on is tested in (the bpy wheels on PyPI): the current LTS and the newest 5.x for
+# Python 3.11 ($HOWARD_BLENDER_VERSIONS, space-separated, tries others). Each wheel pins its own numpy (<2),
+# so each gets a virtualenv of its own beside .venv.
+BLENDER_VERSIONS = tuple(os.environ.get("HOWARD_BLENDER_VERSIONS", "4.5.15 5.0.1").split())
+BLENDER_VENVS = ROOT / ".venv-blender"
 
 
 def _run(cmd: list[str | os.PathLike], **kw) -> None:
@@ -60,6 +66,25 @@ def setup() -> None:
     STAMP.write_text(_setup_fingerprint())
 
 
+def blender_python(version: str) -> Path:
+    """The interpreter of the virtualenv holding bpy `version` (tests/test_blender_real.py runs Blender in it)."""
+    return BLENDER_VENVS / version / PY.relative_to(VENV)
+
+
+def setup_blender() -> None:
+    pip_flags = ["--disable-pip-version-check", "-q"]  # pip's own cache serves the 375 MB wheels on repeat runs
+    for version in BLENDER_VERSIONS:
+        home = BLENDER_VENVS / version
+        stamp = home / ".howard-setup"
+        python = blender_python(version)
+        if stamp.exists() and stamp.read_text() == sys.version and python.exists():
+            continue
+        print(f"creating {home} (bpy {version})", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(home)
+        _run([python, "-m", "pip", "install", *pip_flags, f"bpy=={version}"])
+        stamp.write_text(sys.version)
+
+
 def lint() -> None:
     setup()
     _run([PY, "-m", "ruff", "check", "."])
@@ -67,7 +92,10 @@ def lint() -> None:
 
 def test(args: list[str]) -> None:
     lint()
-    proc = subprocess.run([str(PY), "-m", "pytest", *args], cwd=ROOT)
+    setup_blender()
+    # The real-Blender tests fail, rather than skip, when a Blender from setup_blender is missing.
+    env = dict(os.environ, HOWARD_REQUIRE_BLENDER="1")
+    proc = subprocess.run([str(PY), "-m", "pytest", *args], cwd=ROOT, env=env)
     sys.exit(proc.returncode)
 
 
@@ -81,6 +109,17 @@ def bench(args: list[str]) -> None:
     sys.exit(subprocess.run([str(BIN / "howard"), "bench", *args], cwd=ROOT).returncode)
 
 
+def adapter_zip(name: str, out: Path) -> Path:
+    """out/howard_<name>.zip: the adapter folder's files under one folder `name/` (tests install this zip)."""
+    src = ROOT / name
+    path = out / f"howard_{name}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(src.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                zf.write(f, Path(name) / f.relative_to(src))
+    return path
+
+
 def dist() -> None:
     setup()
     out = ROOT / "dist"
@@ -88,11 +127,7 @@ def dist() -> None:
     out.mkdir()
     _run([PY, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, "."])
     for name in ("nuke_plugin", "blender_addon"):
-        src = ROOT / name
-        with zipfile.ZipFile(out / f"howard_{name}.zip", "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(src.rglob("*")):
-                if f.is_file() and "__pycache__" not in f.parts:
-                    zf.write(f, Path(name) / f.relative_to(src))
+        adapter_zip(name, out)
     for f in sorted(out.iterdir()):
         print(f.relative_to(ROOT))
 
@@ -104,6 +139,7 @@ def main(argv: list[str]) -> None:
     cmd, rest = argv[0], argv[1:]
     actions = {
         "setup": lambda: setup(),
+        "setup-blender": lambda: setup_blender(),
         "lint": lambda: lint(),
         "test": lambda: test(rest),
         "demo": lambda: demo(rest),

@@ -11,6 +11,9 @@ REFINE_ITEMS = (("DEFAULT", "Default", "The model's own refine mode"),
                 ("full", "Full", "Refine every pixel (slowest)"))
 DEVICE_ITEMS = (("auto", "Auto", "CUDA when available, else CPU"), ("cpu", "CPU", ""), ("cuda", "CUDA", ""))
 PRECISION_ITEMS = (("auto", "Auto", ""), ("fp32", "FP32", ""), ("bf16", "BF16", ""), ("fp16", "FP16", ""))
+FRAMES_ITEMS = (("SCENE", "Scene range", "The plate frames the scene's frame range shows"),
+                ("ALL", "All plate frames", "Every frame of the plate"),
+                ("CUSTOM", "Custom", "The plate frames typed below, e.g. 1001-1100"))
 SOURCE_ITEMS = (("FILE", "File", "A file path: plate.####.exr, plate.%04d.dpx, a movie or a still"),
                 ("IMAGE", "Image", "An Image datablock (single image, sequence or movie)"),
                 ("CLIP", "Movie Clip", "A Movie Clip datablock (movie or sequence)"))
@@ -29,31 +32,34 @@ def input_path(kind, file_path, datablock, abspath, hostcli):
     kind: FILE | IMAGE | CLIP. For FILE, `file_path` (may be `//`-relative). For IMAGE and
     CLIP, `datablock` (an Image or MovieClip: `filepath`, `source`, `library`); a
     sequence is held as one frame's file name, so it becomes a `####` pattern.
-    `abspath(path, library)` is bpy.path.abspath.
+    `abspath` is bpy.path.abspath(path, *, start=None, library=None).
     """
     if kind == "FILE":
         path = _text(file_path)
-        return abspath(path, None) if path else None
+        return abspath(path) if path else None
     if datablock is None or not _text(datablock.filepath):
         return None
-    path = os.path.normpath(abspath(datablock.filepath, getattr(datablock, "library", None)))
+    path = os.path.normpath(abspath(datablock.filepath, library=getattr(datablock, "library", None)))
     if datablock.source == "SEQUENCE":
         return hostcli.sequence_pattern_for_file(path) or path
     return path
 
 
-def options_from_settings(settings, hostcli):
-    """hostcli.MatteOptions from the panel's settings (the Scene's Howard property group)."""
+def options_from_settings(settings, hostcli, frames=None, colorspace=None, ocio_config=None):
+    """hostcli.MatteOptions from the panel's settings (the Scene's Howard property group).
+    `frames`: the plate frames to pull (see scene_frames); `colorspace` / `ocio_config`: what
+    plate_colorspace chose, used where the panel's own Plate colorspace field is empty."""
     return hostcli.MatteOptions(
-        frames=_text(settings.frame_range),
+        frames=frames,
         model=_text(settings.model),
         preset=None if settings.preset == "DEFAULT" else settings.preset,
         refine_mode=None if settings.refine_mode == "DEFAULT" else settings.refine_mode,
         sample_pixels=settings.sample_pixels or None,
         device=settings.device,
         precision=settings.precision,
-        colorspace=_text(settings.plate_colorspace),
+        colorspace=_text(settings.plate_colorspace) or colorspace,
         clean_colorspace=_text(settings.clean_colorspace),
+        ocio_config=None if _text(settings.plate_colorspace) else ocio_config,
         missing="hold" if settings.hold_missing else "error",
         align=not settings.locked_off,
         layers=EXTRA_LAYERS if settings.extra_layers else (),
@@ -72,7 +78,7 @@ def output_folder(setting, plate_path, blend_path, abspath):
     if value:
         if value.startswith("//") and not blend_path:
             raise ValueError("the output folder is relative to the .blend file; save the file first or pick a folder")
-        return abspath(value, None)
+        return abspath(value)
     return os.path.join(os.path.dirname(plate_path), "howard")
 
 
@@ -100,3 +106,55 @@ def file_frame_at(scene_frame, settings):
     in the clip, clamped to 0..frame_duration, plus frame_offset."""
     position = min(max(scene_frame - settings["frame_start"] + 1, 0), settings["frame_duration"])
     return position + settings["frame_offset"]
+
+
+# Blender's names for the two spaces Howard converts without OpenColorIO (its `linear` and `srgb`).
+BLENDER_FAST_SPACES = {"Linear Rec.709": "linear", "Linear": "linear", "sRGB": "srgb"}
+
+
+def plate_colorspace(blender_name, blender_ocio_config):
+    """(colorspace, ocio_config) for Howard from the plate datablock's colorspace_settings.name:
+    Blender's linear Rec.709 and sRGB are Howard's own `linear` / `srgb`; any other name is
+    looked up in the OCIO config Blender itself uses, so both programs mean the same space."""
+    name = _text(blender_name)
+    if name is None:
+        return None, None
+    if name in BLENDER_FAST_SPACES:
+        return BLENDER_FAST_SPACES[name], None
+    return name, blender_ocio_config
+
+
+def frame_shift(kind, first_plate_frame, scene_start, at_scene_start, clip=None):
+    """`shift` such that scene frame f shows plate frame f + shift (Howard's numbering: file
+    numbers for sequences, 0-based for movies).
+
+    CLIP: the Movie Clip's own timing: its first frame at scene frame `clip.frame_start`,
+    `clip.frame_offset` frames in. FILE / IMAGE: the first plate frame at the scene's start
+    frame (`at_scene_start`), else scene frame numbers equal plate frame numbers."""
+    if kind == "CLIP" and clip is not None:
+        return first_plate_frame - clip.frame_start + clip.frame_offset
+    return first_plate_frame - scene_start if at_scene_start else 0
+
+
+def scene_frames(scene_start, scene_end, shift, plate_frames=None):
+    """The plate frames (first, last) the scene range shows, cut to `plate_frames` (the frame
+    numbers the plate has, when known); ValueError when the two do not meet."""
+    first, last = scene_start + shift, scene_end + shift
+    if plate_frames:
+        have = sorted(plate_frames)
+        lo, hi = max(first, have[0]), min(last, have[-1])
+        if lo > hi:
+            raise ValueError(f"the scene's frames {scene_start}-{scene_end} show plate frames {first}-{last}, but the "
+                             f"plate has {have[0]}-{have[-1]}; change the scene range or set Frames to All")
+        first, last = lo, hi
+    return first, last
+
+
+def frames_option(mode, custom, scene_range):
+    """The --frames text for the Frames setting (SCENE / ALL / CUSTOM); None: every frame."""
+    if mode == "ALL":
+        return None
+    if mode == "CUSTOM":
+        return _text(custom)
+    first, last = scene_range
+    return f"{first}-{last}"

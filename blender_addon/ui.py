@@ -2,7 +2,11 @@
 "Pull Matte" operator and the nodes it adds. Howard itself runs as a `howard matte`
 subprocess (Blender's Python cannot import torch); see howard_core.hostcli."""
 
+import atexit
+import logging
 import os
+import subprocess
+from dataclasses import dataclass
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
@@ -13,17 +17,13 @@ from .howard_hostboot import BootError, load_hostcli
 NODE_PREFIX = "Howard "
 FRAME_NAME = "Howard"
 TIMER_S = 0.25
+STOP_WAIT_S = 2.0  # how long a file load or quitting waits for howard to stop between frames
+LOG = logging.getLogger(__name__)
 
 
 def _prefs(context):
     addon = context.preferences.addons.get(__package__)
     return addon.preferences if addon is not None else None
-
-
-def _hostcli(context):
-    prefs = _prefs(context)
-    return load_hostcli(cli=(prefs.howard_cli or None) if prefs else None,
-                        python=(prefs.howard_python or None) if prefs else None)
 
 
 class HOWARD_AddonPreferences(bpy.types.AddonPreferences):
@@ -55,7 +55,8 @@ class HOWARD_Settings(bpy.types.PropertyGroup):
     clean_clip: PointerProperty(name="Clean plate", type=bpy.types.MovieClip)
     output_dir: StringProperty(name="Output folder", subtype="DIR_PATH",
                                description="Where the EXR mattes go (default: a howard folder beside the plate)")
-    frame_range: StringProperty(name="Frames", description="e.g. 1001-1100 (empty: every plate frame)")
+    frames: EnumProperty(name="Frames", items=logic.FRAMES_ITEMS, default="SCENE")
+    frame_range: StringProperty(name="Custom frames", description="Plate frames, e.g. 1001-1100 or 1001-1100x2")
     model: StringProperty(name="Model",
                           description="Installed weights name (howard weights list) or checkpoint file; empty: default")
     preset: EnumProperty(name="Preset", items=logic.PRESET_ITEMS, default="DEFAULT")
@@ -77,6 +78,9 @@ class HOWARD_Settings(bpy.types.PropertyGroup):
     at_scene_start: BoolProperty(name="Start at scene start", default=True,
                                  description="Show the first matte frame at the scene's start frame "
                                              "(off: scene frame numbers equal file frame numbers)")
+    wire_output: BoolProperty(name="Wire to output", default=True,
+                              description="Feed the matted plate to the Composite / Group Output when nothing "
+                                          "else feeds it")
     use_howard_rgba: BoolProperty(name="Use Howard RGBA", default=False,
                                   description="Wire Howard's premultiplied foreground to the Viewer instead of "
                                               "the plate with Howard's alpha")
@@ -85,22 +89,62 @@ class HOWARD_Settings(bpy.types.PropertyGroup):
 
 def _input_path(settings, which, hostcli):
     source = getattr(settings, f"{which}_source")
-    block = getattr(settings, f"{which}_image") if source == "IMAGE" else getattr(settings, f"{which}_clip")
+    block = _datablock(settings, which)
     return logic.input_path(source, getattr(settings, f"{which}_path"), block, bpy.path.abspath, hostcli)
 
 
+def _datablock(settings, which):
+    source = getattr(settings, f"{which}_source")
+    if source == "IMAGE":
+        return getattr(settings, f"{which}_image")
+    return getattr(settings, f"{which}_clip") if source == "CLIP" else None
+
+
+def _blender_ocio_config():
+    """The OCIO config this Blender uses: $OCIO, else the one it ships."""
+    return os.environ.get("OCIO") or os.path.join(bpy.utils.resource_path("LOCAL"), "datafiles", "colormanagement",
+                                                   "config.ocio")
+
+
+def _plate_frames(plate, block, hostcli):
+    """(first plate frame, the plate's frame numbers or None when unknown), Howard's numbering."""
+    if not logic.is_movie(plate):
+        frames = list(hostcli.frame_files(plate)) or None
+        return (frames[0] if frames else 0), frames
+    length = getattr(block, "frame_duration", 0) if block is not None else 0
+    return 0, (list(range(length)) if length else None)
+
+
 def compositor_tree(scene):
-    """The scene's compositor node tree, created if needed, never cleared.
-    Blender 5 keeps it as a node group on the scene; 4.x as scene.node_tree."""
+    """(the scene's compositor node tree, created if needed and never cleared; its output node).
+    Blender 5 keeps the tree as a node group on the scene, output by a Group Output node;
+    4.x as scene.node_tree, output by a Composite node."""
     if hasattr(scene, "compositing_node_group"):
         tree = scene.compositing_node_group
         if tree is None:
             tree = bpy.data.node_groups.new("Compositing", "CompositorNodeTree")
             tree.interface.new_socket(name="Image", in_out="OUTPUT", socket_type="NodeSocketColor")
             scene.compositing_node_group = tree
-        return tree
+        output = next((n for n in tree.nodes if n.bl_idname == "NodeGroupOutput"), None)
+        if output is None and len(tree.interface.items_tree):
+            output = tree.nodes.new("NodeGroupOutput")
+            output.location = (200, 400)
+        return tree, output
+    fresh = not scene.use_nodes or scene.node_tree is None
     scene.use_nodes = True
-    return scene.node_tree
+    tree = scene.node_tree
+    output = next((n for n in tree.nodes if n.bl_idname == "CompositorNodeComposite"), None)
+    if output is None:
+        output = tree.nodes.new("CompositorNodeComposite")
+        output.location = (200, 400)
+    elif fresh:
+        # Turning the compositor on just now added Blender's default nodes, not the artist's. Its
+        # Render Layers node would make every render of this comp render the 3D scene (and need a
+        # camera), so the tree starts as Blender 5's does: an output, then Howard's nodes.
+        for node in list(tree.nodes):
+            if node != output:
+                tree.nodes.remove(node)
+    return tree, output
 
 
 def _node(tree, kind, label, frame, location):
@@ -135,12 +179,15 @@ def _load_image(path, sequence):
     return image
 
 
-def load_into_compositor(context, result, plate_path, plate_image, hostcli):
-    """Add (or update) Howard's nodes: the plate and matte Image nodes, a Set Alpha node
-    putting Howard's alpha on the plate, and a Viewer. Nothing else in the tree changes."""
+def load_into_compositor(context, result, pull):
+    """Add (or update) Howard's nodes: the plate (Image node, or Movie Clip node for a clip) and
+    the matte Image node, a Set Alpha node putting Howard's alpha on the plate, and a Viewer;
+    with `wire_output`, Set Alpha also feeds the Composite / Group Output if nothing does.
+    Nothing else in the tree changes. Scene frame f shows plate frame f + pull.shift."""
     scene = context.scene
     settings = scene.howard
-    tree = compositor_tree(scene)
+    hostcli = pull.hostcli
+    tree, output = compositor_tree(scene)
     frame = tree.nodes.get(FRAME_NAME)
     if frame is None:
         frame = tree.nodes.new("NodeFrame")
@@ -150,25 +197,33 @@ def load_into_compositor(context, result, plate_path, plate_image, hostcli):
 
     matte_image = _load_image(result.first_file, result.is_sequence)
     matte_image.alpha_mode = "PREMUL"  # Howard writes premultiplied RGBA EXRs
-    matte_image.reload()
-    start = scene.frame_start if settings.at_scene_start else None
-    plate_is_movie = logic.is_movie(plate_path)
-
-    plate = _node(tree, "CompositorNodeImage", "Plate", frame, (-850, 500))
-    if plate_image is not None:
-        plate.image = plate_image
+    plate_is_movie = logic.is_movie(pull.plate)
+    if pull.clip is not None:
+        plate = _node(tree, "CompositorNodeMovieClip", "Plate", frame, (-850, 500))
+        plate.clip = pull.clip
+        plate_image = None
     else:
-        first_plate = plate_path
-        pattern_frames = None
-        if result.first is not None and not plate_is_movie:
-            pattern_frames = hostcli.frame_files(plate_path)
-            first_plate = pattern_frames.get(result.first) or next(iter(pattern_frames.values()), plate_path)
-        plate.image = _load_image(first_plate, bool(pattern_frames))
+        plate = _node(tree, "CompositorNodeImage", "Plate", frame, (-850, 500))
+        plate_image = pull.image
+        if plate_image is None:
+            first_plate = pull.plate
+            pattern_frames = None
+            if result.first is not None and not plate_is_movie:
+                pattern_frames = hostcli.frame_files(pull.plate)
+                first_plate = pattern_frames.get(result.first) or next(iter(pattern_frames.values()), pull.plate)
+            plate_image = _load_image(first_plate, bool(pattern_frames))
+        plate.image = plate_image
+    # Howard writes the foreground in the plate's own colour space; alpha is data either way.
+    space = (pull.clip or plate_image).colorspace_settings.name
+    if not logic.is_movie(result.first_file):
+        matte_image.colorspace_settings.name = space
+    matte_image.reload()
     matte = _node(tree, "CompositorNodeImage", "Matte", frame, (-850, 150))
     matte.image = matte_image
     if result.first is not None:
+        start = result.first - pull.shift
         _timing(matte, logic.image_user_settings(result.first, result.last, start))
-        if plate.image.source in ("SEQUENCE", "MOVIE"):
+        if plate_image is not None and plate_image.source in ("SEQUENCE", "MOVIE"):
             _timing(plate, logic.plate_user_settings(result.first, result.last, plate_is_movie, start))
 
     set_alpha = _node(tree, "CompositorNodeSetAlpha", "Set Alpha", frame, (-550, 400))
@@ -180,7 +235,67 @@ def load_into_compositor(context, result, plate_path, plate_image, hostcli):
     links.new(_socket(matte.outputs, "Alpha", 1), _socket(set_alpha.inputs, "Alpha", 1))
     source = _socket(matte.outputs, "Image", 0) if settings.use_howard_rgba else _socket(set_alpha.outputs, "Image", 0)
     links.new(source, _socket(viewer.inputs, "Image", 0))
+    if settings.wire_output and output is not None and len(output.inputs) and not output.inputs[0].is_linked:
+        links.new(source, output.inputs[0])
     return matte
+
+
+@dataclass
+class Pull:
+    """What invoke() worked out for one Pull Matte, for modal() and load_into_compositor()."""
+
+    hostcli: object  # the howard_core.hostcli module
+    job: object  # its Job running `howard matte`
+    plate: str  # the plate path Howard reads
+    shift: int  # scene frame f shows plate frame f + shift
+    image: object = None  # the plate's Image datablock, when the plate is one
+    clip: object = None  # the plate's Movie Clip, when the plate is one
+
+
+# The running Pull Matte operator, so a file load or Blender quitting can end its job (_stop_running).
+_RUNNING = []
+
+
+def _stop_running(*_args):
+    """End the howard child of a running pull: asked to stop between frames, killed after a
+    moment (every finished frame is already complete on disk)."""
+    while _RUNNING:
+        job = _RUNNING.pop()._pull.job
+        job.cancel()
+        if job.proc is not None:
+            try:
+                job.proc.wait(STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                job.proc.kill()
+
+
+@bpy.app.handlers.persistent
+def _on_load_pre(*_args):
+    _stop_running()
+
+
+def _not_found(exc, cli, python):
+    """Howard could not be found: the reason, where the add-on looked (in the order it looks,
+    as howard_hostboot and hostcli.resolve_runner do) and where to set it."""
+    tried = "`howard` on PATH (" + (os.environ.get("PATH") or "empty") + ")"
+    for value, what in ((cli, "the Howard executable setting"), (python, "the Howard Python setting"),
+                        (os.environ.get("HOWARD_CLI"), "$HOWARD_CLI"),
+                        (os.environ.get("HOWARD_PYTHON"), "$HOWARD_PYTHON")):
+        if value and str(value).strip():
+            tried = f"{what} {str(value).strip()}"
+            break
+    return f"{exc}; tried {tried}; set the Howard executable in Preferences > Add-ons > Howard Matte"
+
+
+def _unexpected(operator, exc, settings=None):
+    """An exception nobody planned for: one report line for the artist, the traceback in the log."""
+    LOG.exception("Howard: unexpected error in Pull Matte")
+    message = f"Howard: unexpected error ({type(exc).__name__}: {exc}); details in Blender's system console"
+    message = " ".join(message.split())
+    if settings is not None:
+        settings.status = message
+    operator.report({"ERROR"}, message)
+    return {"CANCELLED"}
 
 
 class HOWARD_OT_pull_matte(bpy.types.Operator):
@@ -190,11 +305,9 @@ class HOWARD_OT_pull_matte(bpy.types.Operator):
     bl_label = "Pull Matte"
     bl_options = {"REGISTER"}
 
-    _running = False
-
     @classmethod
     def poll(cls, context):
-        return not cls._running and context.scene is not None
+        return not _RUNNING and context.scene is not None
 
     def execute(self, context):
         return self.invoke(context, None)
@@ -202,85 +315,131 @@ class HOWARD_OT_pull_matte(bpy.types.Operator):
     def invoke(self, context, event):
         settings = context.scene.howard
         try:
-            hostcli = _hostcli(context)
+            return self._invoke(context, settings)
+        except Exception as exc:
+            return _unexpected(self, exc, settings)
+
+    def _refuse(self, settings, message):
+        message = " ".join(f"Howard: {message}".split())
+        settings.status = message
+        self.report({"ERROR"}, message)
+        return {"CANCELLED"}
+
+    def _invoke(self, context, settings):
+        prefs = _prefs(context)
+        cli = (prefs.howard_cli or None) if prefs else None
+        python = (prefs.howard_python or None) if prefs else None
+        try:
+            hostcli = load_hostcli(cli=cli, python=python)
         except BootError as exc:
-            self.report({"ERROR"}, f"Howard: {exc}")
-            return {"CANCELLED"}
+            return self._refuse(settings, _not_found(exc, cli, python))
+        try:
+            runner = hostcli.resolve_runner(cli=cli, python=python)
+        except hostcli.HostError as exc:
+            return self._refuse(settings, _not_found(exc, cli, python))
+        scene = context.scene
         try:
             plate = _input_path(settings, "plate", hostcli)
             clean = _input_path(settings, "clean", hostcli)
             if not plate or not clean:
                 raise ValueError("set both the plate and the clean plate")
+            block = _datablock(settings, "plate")
+            first, known = _plate_frames(plate, block, hostcli)
+            clip = block if settings.plate_source == "CLIP" else None
+            shift = logic.frame_shift(settings.plate_source, first, scene.frame_start, settings.at_scene_start, clip)
+            still = not logic.is_movie(plate) and hostcli.frame_path(plate, 0) == plate  # no frame token
+            mode = "ALL" if still and settings.frames == "SCENE" else settings.frames  # one image, one matte
+            shown = logic.scene_frames(scene.frame_start, scene.frame_end, shift, known) if mode == "SCENE" else None
+            frames = logic.frames_option(mode, settings.frame_range, shown)
+            colorspace, ocio = logic.plate_colorspace(block.colorspace_settings.name if block else None,
+                                                      _blender_ocio_config())
             folder = logic.output_folder(settings.output_dir, plate, bpy.data.filepath, bpy.path.abspath)
-            prefs = _prefs(context)
-            runner = hostcli.resolve_runner(cli=(prefs.howard_cli or None) if prefs else None,
-                                            python=(prefs.howard_python or None) if prefs else None)
-            argv = hostcli.matte_command(plate, clean, folder + os.sep,
-                                         logic.options_from_settings(settings, hostcli), runner=runner)
-            self._job = hostcli.Job(argv).start()
+            options = logic.options_from_settings(settings, hostcli, frames, colorspace, ocio)
+            argv = hostcli.matte_command(plate, clean, folder + os.sep, options, runner=runner)
+            job = hostcli.Job(argv).start()
         except (ValueError, hostcli.HostError) as exc:
-            self.report({"ERROR"}, f"Howard: {exc}")
-            return {"CANCELLED"}
-        self._hostcli = hostcli
-        self._plate = plate
-        self._plate_image = settings.plate_image if settings.plate_source == "IMAGE" else None
+            return self._refuse(settings, exc)
+        LOG.info("Howard: %s", hostcli.format_command(argv))
+        self._pull = Pull(hostcli, job, plate, shift, block if settings.plate_source == "IMAGE" else None, clip)
+        _RUNNING.append(self)
         wm = context.window_manager
         self._timer = wm.event_timer_add(TIMER_S, window=context.window)
         wm.modal_handler_add(self)
         wm.progress_begin(0, 100)
-        type(self)._running = True
         settings.status = "Howard: starting"
-        self._status(context, "Howard: starting (Esc cancels)")
+        _show_progress(context, "Howard: starting (Esc cancels)")
         return {"RUNNING_MODAL"}
-
-    def _status(self, context, text):
-        if context.workspace is not None:
-            context.workspace.status_text_set(text)
 
     def _end(self, context):
         wm = context.window_manager
-        wm.event_timer_remove(self._timer)
+        if getattr(self, "_timer", None) is not None:
+            wm.event_timer_remove(self._timer)
+            self._timer = None
         wm.progress_end()
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
-        type(self)._running = False
+        _show_progress(context, None)
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+
+    def cancel(self, context):
+        # Blender removes a running modal operator (a file load, a closed window): end its job too.
+        self._pull.job.cancel()
+        self._end(context)
 
     def modal(self, context, event):
-        job = self._job
         settings = context.scene.howard
+        try:
+            return self._modal(context, event, settings)
+        except Exception as exc:
+            self._pull.job.cancel()
+            self._end(context)
+            return _unexpected(self, exc, settings)
+
+    def _modal(self, context, event, settings):
+        job = self._pull.job
         if event.type == "ESC" and not job.cancelled:
             job.cancel()
             settings.status = "Howard: cancelling"
+            _show_progress(context, "Howard: cancelling")
             return {"RUNNING_MODAL"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         job.poll()
         context.window_manager.progress_update(int(job.progress.fraction * 100))
         status = job.progress.status()
-        settings.status = status
-        self._status(context, status + ("" if job.cancelled else " (Esc cancels)"))
+        settings.status = "Howard: cancelling" if job.cancelled else status
+        _show_progress(context, settings.status + ("" if job.cancelled else " (Esc cancels)"))
         if not job.finished:
             return {"RUNNING_MODAL"}
         self._end(context)
         if job.error is not None:
-            settings.status = f"Howard: {job.error}"
-            self.report({"WARNING"} if job.cancelled else {"ERROR"}, f"Howard: {job.error}")
+            settings.status = " ".join(f"Howard: {job.error}".split())
+            self.report({"WARNING"} if job.cancelled else {"ERROR"}, settings.status)
             return {"CANCELLED"}
         try:
             result = job.result()
             if result.first_file is None:
                 raise ValueError(f"{result.output}: no frames to load")
-            load_into_compositor(context, result, self._plate, self._plate_image, self._hostcli)
-        except Exception as exc:  # hostcli.HostError, or a file Blender cannot load
-            settings.status = f"Howard: {exc}"
-            self.report({"ERROR"}, f"Howard: {exc}")
-            return {"CANCELLED"}
+            load_into_compositor(context, result, self._pull)
+        except (ValueError, RuntimeError, self._pull.hostcli.HostError) as exc:  # RuntimeError: Blender cannot load it
+            return self._refuse(settings, exc)
+        # The graph changes are one undo step, named after the operator.
+        bpy.ops.ed.undo_push(message="Howard: Pull Matte")
         lines = result.summary()
         for line in lines[1:]:
             self.report({"WARNING"}, line)
         settings.status = lines[0]
         self.report({"INFO"}, settings.status)
         return {"FINISHED"}
+
+
+def _show_progress(context, text):
+    """`text` in the status bar and in every Node Editor's header; None clears them."""
+    if context.workspace is not None:
+        context.workspace.status_text_set(text)
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "NODE_EDITOR":
+                area.header_text_set(text)
 
 
 class HOWARD_PT_panel(bpy.types.Panel):
@@ -308,7 +467,9 @@ class HOWARD_PT_panel(bpy.types.Panel):
             else:
                 box.template_ID(settings, f"{which}_clip", open="clip.open")
         layout.prop(settings, "output_dir")
-        layout.prop(settings, "frame_range")
+        layout.prop(settings, "frames")
+        if settings.frames == "CUSTOM":
+            layout.prop(settings, "frame_range")
         col = layout.column(heading="Network")
         col.prop(settings, "model")
         col.prop(settings, "preset")
@@ -326,8 +487,9 @@ class HOWARD_PT_panel(bpy.types.Panel):
         col.prop(settings, "hold_missing")
         col.prop(settings, "resume")
         col.prop(settings, "at_scene_start")
+        col.prop(settings, "wire_output")
         col.prop(settings, "use_howard_rgba")
-        running = HOWARD_OT_pull_matte._running
+        running = bool(_RUNNING)
         layout.operator(HOWARD_OT_pull_matte.bl_idname, text="Pulling... (Esc cancels)" if running else "Pull Matte",
                         icon="IMAGE_ALPHA")
         if settings.status:
@@ -341,9 +503,15 @@ def register():
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     bpy.types.Scene.howard = PointerProperty(type=HOWARD_Settings)
+    bpy.app.handlers.load_pre.append(_on_load_pre)
+    atexit.register(_stop_running)  # quitting Blender ends a running job too
 
 
 def unregister():
+    _stop_running()
+    atexit.unregister(_stop_running)
+    if _on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_on_load_pre)
     del bpy.types.Scene.howard
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -46,6 +46,7 @@ CANCEL_GRACE_S = 10.0
 # Environment a host's Python sets for itself that would break another interpreter.
 _HOST_PYTHON_ENV = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE")
 _ERROR = re.compile(r"^howard(?: [\w-]+)?: error: (.*)$")
+_NOTICE = re.compile(r"^howard: (?:note|warning): ")
 _TOKEN = re.compile(r"#+|@+|%(0?\d*)d")
 _NUMBERED = re.compile(r"^(.*?)(\d+)(\.[A-Za-z0-9]+)$")
 
@@ -304,7 +305,7 @@ def parse_event(line) -> dict | None:
 
 def error_message(stderr_lines, returncode: int | None) -> str | None:
     """The one line to show for a finished job: the CLI's `howard: error: ...` text (an
-    argparse complaint, an interruption, else the last stderr line); None on success."""
+    argparse complaint, an interruption, else the last stderr line unless it is a notice); None on success."""
     lines = [str(x).strip() for x in stderr_lines if str(x).strip()]
     for line in reversed(lines):
         m = _ERROR.match(line)
@@ -312,10 +313,12 @@ def error_message(stderr_lines, returncode: int | None) -> str | None:
             return m.group(1).strip()
     if returncode in (0, None):
         return None
-    for line in reversed(lines):
-        if line.startswith("howard: "):
-            return line[len("howard: "):]
-    tail = f": {lines[-1]}" if lines else ""
+    # Only the last line says why it stopped: after a crash that is Python's exception line, and the
+    # `howard: note:` / `warning:` lines printed earlier (the demo-weights note) are not the error.
+    last = lines[-1] if lines else None
+    if last and last.startswith("howard: ") and not _NOTICE.match(last):
+        return last[len("howard: "):]
+    tail = f": {last}" if last and not _NOTICE.match(last) else ""
     return f"howard stopped with exit code {returncode}{tail}"
 
 

@@ -162,6 +162,10 @@ def test_parse_event_takes_progress_lines_and_ignores_everything_else():
      "interrupted; completed frames are kept, rerun with --resume to continue"),
     (["Traceback (most recent call last):", '  File "x.py", line 1', "MemoryError: out of memory"], 1,
      "howard stopped with exit code 1: MemoryError: out of memory"),
+    (["howard: note: Howard's demo weights", "Traceback (most recent call last):", '  File "images.py", line 48',
+      "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff"], 1,
+     "howard stopped with exit code 1: UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff"),
+    (["howard: note: Howard's demo weights"], -9, "howard stopped with exit code -9"),
     ([], -9, "howard stopped with exit code -9"),
     (["howard: warning: untrained weights"], 0, None),
 ])

@@ -317,8 +317,15 @@ def _bpy_stub():
     bpy.props = props
     registered = []
     bpy.utils = SimpleNamespace(register_class=registered.append, unregister_class=registered.remove)
-    bpy.path = SimpleNamespace(abspath=lambda path, library=None: path.replace("//", "/blend/", 1))
+    bpy.path = SimpleNamespace(abspath=_abspath)
+    handlers = SimpleNamespace(persistent=lambda f: f, load_pre=[])  # @persistent marks a handler, returns it
+    bpy.app = SimpleNamespace(handlers=handlers)
     return bpy, props, registered
+
+
+def _abspath(path, *, start=None, library=None):
+    """bpy.path.abspath's signature (keyword-only start and library); `//` is the .blend's folder."""
+    return path.replace("//", "/blend/", 1)
 
 
 def _settings_from_annotations(cls):
@@ -354,8 +361,9 @@ def test_blender_addon_imports_registers_and_its_properties_are_consistent(on_pa
     assert ui._input_path(settings, "plate", hostcli) == "/blend/plates/plate.####.exr"
     addon.register()
     assert registered == list(ui.CLASSES) and bpy.types.Scene.howard[0] == "PointerProperty"
+    assert bpy.app.handlers.load_pre == [ui._on_load_pre]
     addon.unregister()
-    assert registered == [] and not hasattr(bpy.types.Scene, "howard")
+    assert registered == [] and not hasattr(bpy.types.Scene, "howard") and bpy.app.handlers.load_pre == []
 
 
 def _blender_logic(on_path):
@@ -365,7 +373,7 @@ def _blender_logic(on_path):
 
 def test_blender_input_paths(on_path):
     logic = _blender_logic(on_path)
-    absp = lambda path, library: path.replace("//", "/blend/", 1)  # noqa: E731 - bpy.path.abspath stand-in
+    absp = _abspath
     image = SimpleNamespace(filepath="//in/plate.1001.exr", source="SEQUENCE", library=None)
     movie = SimpleNamespace(filepath="/in/clean plate.mov", source="MOVIE", library=None)
     still = SimpleNamespace(filepath="/in/clean.exr", source="FILE", library=None)
@@ -380,7 +388,7 @@ def test_blender_input_paths(on_path):
 
 def test_blender_output_folder(on_path):
     logic = _blender_logic(on_path)
-    absp = lambda path, library: path.replace("//", "/blend/", 1)  # noqa: E731
+    absp = _abspath
     assert logic.output_folder("//mattes/", "/in/plate.####.exr", "/blend/shot.blend", absp) == "/blend/mattes/"
     assert logic.output_folder("", "/in/plate.####.exr", "", absp) == "/in/howard"
     with pytest.raises(ValueError, match="save the file first"):
@@ -409,6 +417,31 @@ def test_blender_movie_plate_lines_up_with_its_matte(on_path, start):
         assert logic.file_frame_at(f, plate) == logic.file_frame_at(f, matte) + 1
     seq = logic.plate_user_settings(1001, 1012, plate_is_movie=False, scene_start=start)
     assert seq == logic.image_user_settings(1001, 1012, start)
+
+
+def test_blender_scene_range_picks_plate_frames(on_path):
+    logic = _blender_logic(on_path)
+    # File / Image: the plate's first frame at the scene start, or scene numbers = plate numbers.
+    assert logic.frame_shift("FILE", 1001, 1, True) == 1000 and logic.frame_shift("IMAGE", 1001, 1, False) == 0
+    # Movie Clip: its own start frame and offset (scene 5 shows clip frame 1 + offset).
+    clip = SimpleNamespace(frame_start=5, frame_offset=1)
+    assert logic.frame_shift("CLIP", 1001, 1, True, clip) == 997
+    assert logic.scene_frames(5, 7, 997, range(1001, 1005)) == (1002, 1004)
+    assert logic.scene_frames(1, 250, 1000, range(1001, 1005)) == (1001, 1004)  # cut to the plate
+    assert logic.scene_frames(1, 250, 0, None) == (1, 250)  # a movie of unknown length
+    with pytest.raises(ValueError, match="plate has 1001-1004"):
+        logic.scene_frames(1, 10, 0, range(1001, 1005))
+    assert logic.frames_option("SCENE", "", (1001, 1004)) == "1001-1004"
+    assert logic.frames_option("ALL", "1-2", None) is None
+    assert logic.frames_option("CUSTOM", " 1001-1100x2 ", None) == "1001-1100x2"
+
+
+def test_blender_plate_colorspace_names(on_path):
+    logic = _blender_logic(on_path)
+    assert logic.plate_colorspace("Linear Rec.709", "/b/config.ocio") == ("linear", None)
+    assert logic.plate_colorspace("sRGB", "/b/config.ocio") == ("srgb", None)
+    assert logic.plate_colorspace("ACEScg", "/b/config.ocio") == ("ACEScg", "/b/config.ocio")
+    assert logic.plate_colorspace(None, "/b/config.ocio") == (None, None)
 
 
 def test_blender_extension_manifest():

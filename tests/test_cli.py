@@ -80,6 +80,16 @@ def _corrupt_plate_frame(tmp, plate, clean, ckpt):
     return [plate, clean], str(bad)
 
 
+def _garbled_exr_header(tmp, plate, clean, ckpt):
+    # Bytes that are not UTF-8 where the header's first attribute name is: OpenImageIO quotes them in
+    # its error text, which once made `howard` die with a UnicodeDecodeError traceback.
+    bad = tmp / "plate" / "plate.1001.exr"
+    data = bytearray(bad.read_bytes())
+    data[8:20] = b"\xff\xfe\xc3\x28\xa0\xa1\xe2\x28\xa1\xf0\x28\x8c"
+    bad.write_bytes(bytes(data))
+    return [plate, clean], str(bad)
+
+
 def _corrupt_clean_plate(tmp, plate, clean, ckpt):
     bad = tmp / "clean" / "clean.0001.exr"
     bad.write_bytes(bad.read_bytes()[:200])
@@ -173,7 +183,8 @@ def _zero_threads(tmp, plate, clean, ckpt):
 
 
 BAD_INPUTS = [_missing_plate, _pattern_without_frames, _missing_clean_plate, _corrupt_plate_frame,
-              _corrupt_clean_plate, _missing_middle_frame, _bad_frames_text, _frames_outside_the_clip,
+              _garbled_exr_header, _corrupt_clean_plate, _missing_middle_frame, _bad_frames_text,
+              _frames_outside_the_clip,
               _frames_running_past_the_clip, _output_under_a_file, _random_bytes_checkpoint, _truncated_checkpoint,
               _not_a_bgmv2_checkpoint, _unknown_weights_name, _unknown_layer, _layers_with_png_output,
               _output_is_the_plate, _output_is_the_clean_plate, _wrong_extension_for_format, _resume_prores,
@@ -207,7 +218,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, clip, checkpo
     assert files_under(tmp_path) == before
 
 
-@pytest.mark.parametrize("case", [_missing_plate, _truncated_checkpoint], ids=["missing_plate", "truncated_checkpoint"])
+@pytest.mark.parametrize("case", [_missing_plate, _truncated_checkpoint, _garbled_exr_header],
+                         ids=["missing_plate", "truncated_checkpoint", "garbled_exr_header"])
 def test_bad_input_from_a_shell(tmp_path, clip, checkpoint, case):
     args, must_name = _bad_command(case, tmp_path, clip, checkpoint)
     before = files_under(tmp_path)

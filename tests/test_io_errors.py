@@ -23,6 +23,20 @@ def corrupt_exr(tmp):
     return lambda: open_source(path), str(path)
 
 
+def garbled_exr_header(tmp):
+    # Not-UTF-8 bytes in the header end up in OpenImageIO's error text.
+    path = tmp / "garbled.exr"
+    spec = oiio.ImageSpec(16, 8, 3, oiio.HALF)
+    out = oiio.ImageOutput.create(str(path))
+    out.open(str(path), spec)
+    out.write_image(np.zeros((8, 16, 3), np.float32))
+    out.close()
+    data = bytearray(path.read_bytes())
+    data[8:20] = b"\xff\xfe\xc3\x28\xa0\xa1\xe2\x28\xa1\xf0\x28\x8c"
+    path.write_bytes(bytes(data))
+    return lambda: open_source(path), str(path)
+
+
 def truncated_png(tmp):
     path = _png(tmp / "cut.png")
     path.write_bytes(path.read_bytes()[:-300])
@@ -99,6 +113,7 @@ def output_under_a_file(tmp):
 
 CASES = [
     corrupt_exr,
+    garbled_exr_header,
     truncated_png,
     truncated_frame_in_sequence,
     empty_folder,

@@ -26,6 +26,7 @@ from howard_core.errors import HowardError
 from howard_core.io.atomic import atomic_write
 
 _COLOR_NAMES = (("r", "red"), ("g", "green"), ("b", "blue"))
+_ERROR_CHARS = 160  # of OpenImageIO's text in one of our error lines
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def _open(path: Path):
     inp = oiio.ImageInput.open(str(path), _raw_alpha_config())
     if inp is None:
         raise HowardError(
-            f"{path}: not a readable image ({_one_line(oiio.geterror())}); "
+            f"{path}: not a readable image ({_error_text(oiio.geterror)}); "
             f"the file may be corrupt or half-copied, re-render or re-copy it"
         )
     return inp
@@ -63,12 +64,24 @@ def _one_line(msg: str) -> str:
     return " ".join(str(msg).split()) or "unknown error"
 
 
+def _error_text(geterror) -> str:
+    """The pending OpenImageIO error (`geterror`: oiio.geterror or a reader's) as one line of at most
+    _ERROR_CHARS, which also clears it. A garbled header's bytes can appear in the text; they are not
+    always UTF-8, and the binding's own decoding then raises, so those bytes are shown escaped (\\xff)."""
+    try:
+        text = _one_line(geterror())
+    except UnicodeDecodeError as exc:
+        text = _one_line(bytes(exc.object).decode("utf-8", "backslashreplace"))
+    # OpenEXR repeats itself for each failed attempt; the first part names the fault.
+    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 3] + "..."
+
+
 def _subimage_specs(inp) -> list:
     specs = []
     while inp.seek_subimage(len(specs), 0):
         specs.append(inp.spec())
     inp.seek_subimage(0, 0)
-    inp.geterror()  # probing one past the last subimage leaves an error flag; it is not one
+    _error_text(inp.geterror)  # probing one past the last subimage leaves an error flag; it is not one
     return specs
 
 
@@ -165,7 +178,7 @@ def read_rgb(path: str | os.PathLike, info: ImageInfo, layer: str | None = None)
         pixels = inp.read_image(info.subimage, 0, lo, hi, "float")
         if pixels is None or inp.has_error:
             raise HowardError(
-                f"{path}: pixel data cannot be read ({_one_line(inp.geterror())}); the file may be truncated "
+                f"{path}: pixel data cannot be read ({_error_text(inp.geterror)}); the file may be truncated "
                 f"or corrupt, re-render or re-copy it"
             )
     finally:
@@ -226,10 +239,10 @@ def write_image(
     with atomic_write(path) as tmp:
         out = oiio.ImageOutput.create(str(tmp))
         if out is None:
-            raise HowardError(f"{path}: no OpenImageIO writer for this extension ({_one_line(oiio.geterror())})")
+            raise HowardError(f"{path}: no OpenImageIO writer for this extension ({_error_text(oiio.geterror)})")
         try:
             if not out.open(str(tmp), spec) or not out.write_image(pixels):
-                raise HowardError(f"{path}: cannot write image ({_one_line(out.geterror())}); check free disk space")
+                raise HowardError(f"{path}: cannot write image ({_error_text(out.geterror)}); check free disk space")
         finally:
             out.close()
 
@@ -241,7 +254,7 @@ def is_readable(path: str | os.PathLike, required_channels: tuple[str, ...] = ()
         return False
     inp = oiio.ImageInput.open(str(path), _raw_alpha_config())
     if inp is None:
-        oiio.geterror()  # clear the pending error so it does not leak into a later message
+        _error_text(oiio.geterror)  # clear the pending error so it does not leak into a later message
         return False
     try:
         spec = inp.spec()
@@ -252,7 +265,7 @@ def is_readable(path: str | os.PathLike, required_channels: tuple[str, ...] = ()
             return False
         pixels = inp.read_image(0, 0, 0, spec.nchannels, "float")
         ok = pixels is not None and not inp.has_error
-        inp.geterror()
+        _error_text(inp.geterror)
         return ok
     finally:
         inp.close()
