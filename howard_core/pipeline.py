@@ -243,12 +243,15 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
             def get_clean(j: int) -> np.ndarray:
                 return clean.read(clean_numbers[j])
 
-            aligner = None
+            aligner = history = None
             if align:
-                from howard_core.align import SequenceAligner
+                from howard_core.align.sequence import PlateFrames, SequenceAligner
 
+                # The plate's other frames, so a chunk or a resumed run aligns like the whole clip.
+                history = PlateFrames(plate, first, last, colorspace=colorspace, ocio_config=ocio_config,
+                                      missing=missing)
                 aligner = SequenceAligner(plate_count, len(clean_numbers), get_clean, window=window,
-                                          offset=clean_offset, scale=clean_scale, keep_qc=False)
+                                          offset=clean_offset, scale=clean_scale, keep_qc=False, history=history)
             else:
                 scale = clean_scale if clean_scale is not None else (
                     (len(clean_numbers) - 1) / (plate_count - 1) if plate_count > 1 else 1.0)
@@ -340,6 +343,8 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
                 stop.set()
                 for stage in stages:
                     stage.join()
+                if history is not None:
+                    history.close()
             for stage in stages:
                 if stage.error is not None:
                     raise stage.error

@@ -400,3 +400,38 @@ def test_report_versions_name_the_installed_libraries():
     v = versions()  # read from package metadata where the module is not loaded yet
     assert v["av"] == av.__version__ and v["opencolorio"] == PyOpenColorIO.__version__
     assert v["torch"] == torch.__version__ and v["numpy"] == np.__version__
+
+
+# --------------------------------------------------------------------------------------------------
+# chunks and resumed runs give exactly the whole-clip run's frames (farm chunks rely on it)
+
+
+def test_chunks_and_resumed_runs_equal_the_whole_clip_exactly(tmp_path):
+    from howard_core.align.sequence import SEGMENT_FRAMES
+
+    # Small frames, so feature fits often fail and frames fall back to the previous fit: the state one
+    # frame hands the next, which a chunk starting mid-clip must rebuild. 30 frames cross a segment.
+    n = SEGMENT_FRAMES + 6
+    shot = make_shot(96, 64, plate_frames=n, clean_frames=n + 3, seed=3)
+    plate = write_sequence(tmp_path / "plate", "plate", linear_plates(shot), 1001)
+    clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in shot.clean], 1)
+    full = matte(plate, clean, tmp_path / "full", threads=1)
+    assert any("previous" in str(r.get("fallback")) for r in full["frames"])  # the state is used here
+
+    def alpha(folder, f):
+        return read_channels(folder / f"plate_matte.{f}.exr")[0]["A"]
+
+    last = 1000 + n
+    chunks = [list(range(1001, 1011)), list(range(1011, 1025)), list(range(1025, last + 1))]
+    for chunk in chunks:  # starts inside segment 0, at segment 1's first frame
+        matte(plate, clean, tmp_path / "chunks", frames=chunk, threads=1)
+    matte(plate, clean, tmp_path / "tail", frames=[1003, 1027, last], threads=1)  # gaps everywhere
+    (tmp_path / "full" / "plate_matte.1005.exr").rename(tmp_path / "kept_1005.exr")
+    (tmp_path / "full" / "plate_matte.1026.exr").unlink()
+    matte(plate, clean, tmp_path / "full", threads=1, resume=True)  # a farm retry: only the missing two
+    for f in range(1001, last + 1):
+        reference = alpha(tmp_path / "chunks", f)
+        np.testing.assert_array_equal(alpha(tmp_path / "full", f), reference, err_msg=f"frame {f}")
+    np.testing.assert_array_equal(read_channels(tmp_path / "kept_1005.exr")[0]["A"], alpha(tmp_path / "full", 1005))
+    for f in (1003, 1027, last):
+        np.testing.assert_array_equal(alpha(tmp_path / "tail", f), alpha(tmp_path / "chunks", f), err_msg=f"{f}")

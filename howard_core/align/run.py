@@ -11,7 +11,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from howard_core.align.sequence import SequenceAligner, qc_report
+from howard_core.align.sequence import PlateFrames, SequenceAligner, qc_report
 
 
 def align_clip(plate, clean_plate, output, *, frames=None, colorspace=None, clean_colorspace=None,
@@ -28,8 +28,9 @@ def align_clip(plate, clean_plate, output, *, frames=None, colorspace=None, clea
         check_not_clean_plate(sink, clean, src.frame_numbers)
         first, last = src.clip_range
         numbers = clean.frame_numbers
+        history = PlateFrames(plate, first, last, colorspace=colorspace, ocio_config=ocio_config, missing=missing)
         seq = SequenceAligner(last - first + 1, len(numbers), lambda j: clean.read(numbers[j]), window=window,
-                              offset=clean_offset, scale=clean_scale, keep_qc=False)
+                              offset=clean_offset, scale=clean_scale, keep_qc=False, history=history)
         if progress:
             progress({"event": "start", "total": len(src.frame_numbers), "skipped": 0, "output": sink.display,
                       "model": {"trained": True}})
@@ -46,6 +47,7 @@ def align_clip(plate, clean_plate, output, *, frames=None, colorspace=None, clea
                 progress({"event": "frame", "frame": n, "done": k + 1, "total": len(src.frame_numbers),
                           "fps": round(fps, 3), "eta_s": round((len(src.frame_numbers) - k - 1) / fps, 1),
                           "flagged": bool(res.flagged), "reason": res.reason, "output": sink.path_for(n)})
+        history.close()
         doc = qc_report(results, plate=str(plate), clean_plate=str(clean_plate), output=sink.display,
                         timing=dataclasses.asdict(seq.timing), window=window)
         folder = Path(sink.path_for(src.frame_numbers[0])).parent

@@ -9,6 +9,14 @@ clean-plate frames around that point, and keep their features in a small cache.
 Timeline mapping: plate frame i looks for clean-plate frame `offset + scale * i`. By default the two
 frame ranges are mapped linearly onto each other (first to first, last to last); pass `offset`/`scale`
 when the takes start or run differently, or call `estimate_timing` to measure them from a few key frames.
+
+Chunks: alignment carries state from one frame to the next (the last good fit a failing frame falls
+back to), so a run over part of a clip, a farm chunk or a resumed run, would otherwise start from
+another state than a whole-clip run has at that frame. The state therefore starts afresh at fixed
+points of the clip, every `SEGMENT_FRAMES` plate frames from its first, each time from the
+`LEAD_IN_FRAMES` before that point; and given the plate's other frames (`history`), a run that starts
+or resumes inside a segment first aligns the frames it skipped since then. Every frame then comes
+out the same whatever run it is part of.
 """
 
 from __future__ import annotations
@@ -22,6 +30,50 @@ import numpy as np
 from howard_core.align import geometry as geo
 from howard_core.align.aligner import Aligner, AlignResult, Features, PreparedFrame
 from howard_core.errors import HowardError
+
+# Where alignment state starts afresh (see the module docstring). A chunk that starts inside a segment
+# aligns up to SEGMENT_FRAMES - 1 + LEAD_IN_FRAMES frames more (about 80 ms each at HD); a whole-clip
+# run aligns LEAD_IN_FRAMES more per segment. Farm chunks that are multiples of a segment skip the first.
+SEGMENT_FRAMES = 24
+LEAD_IN_FRAMES = 3
+
+
+class PlateFrames:
+    """The plate's frames by clip index, for `SequenceAligner(history=...)`: read through a source of
+    their own (opened on first use), since a pipeline's reader thread owns the main one.
+
+    spec / first / last: the plate (as `open_source` takes it) and its clip's frame range;
+    source_options: open_source's colorspace, ocio_config, missing. With missing="hold" every frame
+    of the range is aligned (a missing one as the frame held in its place), so every one "exists".
+    `read(k)` gives clip frame k in the working space, as the pipeline gives the aligner its frames
+    (H x W x 3 float32 sRGB 0..1).
+    """
+
+    def __init__(self, spec, first: int, last: int, **source_options):
+        self.spec, self.first, self.last, self.options = spec, int(first), int(last), source_options
+        self._source = None
+        self._numbers: set[int] = set()
+
+    def _open(self):
+        if self._source is None:
+            from howard_core.io import open_source
+
+            every = list(range(self.first, self.last + 1)) if self.options.get("missing") == "hold" else None
+            self._source = open_source(self.spec, frames=every, **self.options)
+            self._numbers = set(self._source.frame_numbers)
+        return self._source
+
+    def exists(self, k: int) -> bool:
+        self._open()
+        return self.first + k in self._numbers
+
+    def read(self, k: int) -> np.ndarray:
+        return self._open().read(self.first + k)
+
+    def close(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
 
 
 @dataclass
@@ -52,12 +104,16 @@ class SequenceAligner:
     aligner:     an `Aligner` to use; otherwise one is built from the remaining keyword options.
     keep_qc:     keep every frame's QC record for `qc_report()` (default). Callers that keep their own
                  records pass False, so a long clip does not hold two copies.
+    history:     the plate's frames (`PlateFrames`, or anything with exists(k) and read(k)), so a run
+                 that starts or resumes inside a segment catches up; None: frames are taken to come
+                 from the clip's first frame on, in order (see the module docstring).
+    segment, lead_in: where alignment state starts afresh (SEGMENT_FRAMES, LEAD_IN_FRAMES).
     """
 
     def __init__(self, plate_count: int, clean_count: int, get_clean: Callable[[int], np.ndarray], *,
                  window: int = 2, offset: float | None = None, scale: float | None = None,
                  cache_frames: int | None = None, aligner: Aligner | None = None, keep_qc: bool = True,
-                 **options):
+                 history=None, segment: int = SEGMENT_FRAMES, lead_in: int = LEAD_IN_FRAMES, **options):
         if plate_count < 1 or clean_count < 1:
             raise HowardError(f"align: need at least one plate frame and one clean-plate frame, got "
                               f"{plate_count} and {clean_count}; check both sequences were found")
@@ -72,8 +128,11 @@ class SequenceAligner:
         self.aligner = aligner if aligner is not None else Aligner(**options)
         self._cache: OrderedDict[int, PreparedFrame] = OrderedDict()
         self._last_good: tuple[int, np.ndarray] | None = None
+        self._last_index: int | None = None
         self._qc: list[dict] = []
         self.keep_qc = keep_qc
+        self.history = history
+        self.segment, self.lead_in = max(1, int(segment)), max(0, int(lead_in))
 
     # -- timeline ---------------------------------------------------------------------------------------
 
@@ -98,6 +157,40 @@ class SequenceAligner:
         fall back to the last good fit and come back flagged."""
         if not 0 <= i < self.plate_count:
             raise HowardError(f"plate frame {i} is outside the plate clip (0..{self.plate_count - 1})")
+        self._catch_up(i)
+        result = self._step(i, plate, subject_mask)
+        if self.keep_qc:
+            self._qc.append(result.to_qc())
+        return result
+
+    def _reset(self) -> None:
+        """Forget what earlier frames left: the state a segment starts from."""
+        self._last_good = None
+
+    def _catch_up(self, i: int) -> None:
+        """Give frame i the state a whole-clip run has there: at a segment's start, the state from its
+        lead-in alone; inside a segment, after a gap (a chunk's or a resumed run's start), the state
+        from aligning the skipped frames since the segment's lead-in (aligned, then discarded)."""
+        seg = i - i % self.segment
+        if i == seg:
+            since = range(max(0, seg - self.lead_in), seg)
+        elif self._last_index is not None and seg <= self._last_index < i and not (
+                self.history is not None and any(self.history.exists(k) for k in range(self._last_index + 1, i))):
+            return  # the previous frame on disk was this run's last: the state follows on
+        elif self.history is None:
+            if self._last_index is None:
+                return  # a caller with no history starts where the clip starts, in order
+            since = range(0)
+        else:
+            since = range(max(0, seg - self.lead_in), i)
+        self._reset()
+        if self.history is not None:
+            for k in since:
+                if self.history.exists(k):
+                    self._step(k, self.history.read(k), None)
+
+    def _step(self, i: int, plate: np.ndarray, subject_mask: np.ndarray | None) -> AlignResult:
+        self._last_index = i
         js = self.candidates(i)
         result = self._align(i, plate, subject_mask, js)
         if result.fallback in ("previous", "identity"):
@@ -113,8 +206,6 @@ class SequenceAligner:
         if result.fallback not in ("previous", "identity"):
             # A verified fit, however it was found: the next frame's fallback starts from here.
             self._last_good = (result.clean_index, result.homography)
-        if self.keep_qc:
-            self._qc.append(result.to_qc())
         return result
 
     def _align(self, i: int, plate: np.ndarray, subject_mask: np.ndarray | None, js: list[int]) -> AlignResult:
