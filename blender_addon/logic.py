@@ -18,6 +18,13 @@ SOURCE_ITEMS = (("FILE", "File", "A file path: plate.####.exr, plate.%04d.dpx, a
                 ("IMAGE", "Image", "An Image datablock (single image, sequence or movie)"),
                 ("CLIP", "Movie Clip", "A Movie Clip datablock (movie or sequence)"))
 EXTRA_LAYERS = ("fg", "err", "ref", "bg")
+# Where Pull Matte runs the job; the identifiers after LOCAL are hostcli.FARM_KINDS.
+FARM_ITEMS = (("LOCAL", "This machine", "Run Howard here"),
+              ("dask", "Dask cluster", "Run on a Dask cluster; progress and the matte come back as for a local pull"),
+              ("openjd", "OpenJD bundle", "Write an Open Job Description bundle (openjd run, Deadline Cloud); the "
+                                          "matte loads when the farm job's report appears"),
+              ("opencue", "OpenCue outline", "Write (and with CUEBOT_HOSTS, submit) an OpenCue job; the matte "
+                                             "loads when the farm job's report appears"))
 # Howard reads these as movies (howard_core.io.source), numbering their frames from 0.
 MOVIE_EXTENSIONS = (".mp4", ".mov", ".mxf", ".avi", ".mkv", ".m4v", ".webm")
 
@@ -65,6 +72,16 @@ def options_from_settings(settings, hostcli, frames=None, colorspace=None, ocio_
         layers=EXTRA_LAYERS if settings.extra_layers else (),
         resume=settings.resume,
     )
+
+
+def farm_target(settings, hostcli, abspath):
+    """hostcli.FarmTarget from the panel's farm settings, or None to pull on this machine."""
+    if settings.farm == "LOCAL":
+        return None
+    path = _text(settings.farm_path)
+    return hostcli.FarmTarget(settings.farm, address=_text(settings.farm_address),
+                              path=os.path.normpath(abspath(path)) if path else None,
+                              chunk_size=settings.farm_chunk or None)
 
 
 def is_movie(path):

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
@@ -17,6 +18,7 @@ from .howard_hostboot import BootError, load_hostcli
 NODE_PREFIX = "Howard "
 FRAME_NAME = "Howard"
 TIMER_S = 0.25
+FARM_POLL_S = 5.0  # a farm job takes minutes to hours: a look every few seconds is plenty
 STOP_WAIT_S = 2.0  # how long a file load or quitting waits for howard to stop between frames
 LOG = logging.getLogger(__name__)
 
@@ -84,6 +86,11 @@ class HOWARD_Settings(bpy.types.PropertyGroup):
     use_howard_rgba: BoolProperty(name="Use Howard RGBA", default=False,
                                   description="Wire Howard's premultiplied foreground to the Viewer instead of "
                                               "the plate with Howard's alpha")
+    farm: EnumProperty(name="Run on", items=logic.FARM_ITEMS, default="LOCAL")
+    farm_address: StringProperty(name="Dask scheduler", description="tcp://scheduler:8786, tls://..., or local:N")
+    farm_path: StringProperty(name="Bundle / outline", subtype="FILE_PATH",
+                              description="OpenJD: the job bundle folder to write; OpenCue: the outline file")
+    farm_chunk: IntProperty(name="Chunk size", min=0, default=0, description="Frames per farm task; 0: Howard's")
     status: StringProperty(name="Status", default="")
 
 
@@ -250,6 +257,7 @@ class Pull:
     shift: int  # scene frame f shows plate frame f + shift
     image: object = None  # the plate's Image datablock, when the plate is one
     clip: object = None  # the plate's Movie Clip, when the plate is one
+    farm_report: str | None = None  # an OpenJD/OpenCue job's merged report: the matte loads when it appears
 
 
 # The running Pull Matte operator, so a file load or Blender quitting can end its job (_stop_running).
@@ -272,6 +280,7 @@ def _stop_running(*_args):
 @bpy.app.handlers.persistent
 def _on_load_pre(*_args):
     _stop_running()
+    _FARM_JOBS.clear()  # their scenes belong to the file being closed
 
 
 def _not_found(exc, cli, python):
@@ -355,12 +364,19 @@ class HOWARD_OT_pull_matte(bpy.types.Operator):
                                                       _blender_ocio_config())
             folder = logic.output_folder(settings.output_dir, plate, bpy.data.filepath, bpy.path.abspath)
             options = logic.options_from_settings(settings, hostcli, frames, colorspace, ocio)
-            argv = hostcli.matte_command(plate, clean, folder + os.sep, options, runner=runner)
-            job = hostcli.Job(argv).start()
+            farm = logic.farm_target(settings, hostcli, bpy.path.abspath)
+            if farm is None:
+                argv = hostcli.matte_command(plate, clean, folder + os.sep, options, runner=runner)
+            else:
+                if farm.kind != "dask":  # the farm writes it when every chunk and the merge are done
+                    options.report = hostcli.farm_report_path(folder)
+                argv = hostcli.farm_command(plate, clean, folder + os.sep, options, farm, runner=runner)
+            job = hostcli.Job(argv, expect_done=options.report is None).start()
         except (ValueError, hostcli.HostError) as exc:
             return self._refuse(settings, exc)
         LOG.info("Howard: %s", hostcli.format_command(argv))
-        self._pull = Pull(hostcli, job, plate, shift, block if settings.plate_source == "IMAGE" else None, clip)
+        self._pull = Pull(hostcli, job, plate, shift, block if settings.plate_source == "IMAGE" else None, clip,
+                          options.report)
         _RUNNING.append(self)
         wm = context.window_manager
         self._timer = wm.event_timer_add(TIMER_S, window=context.window)
@@ -415,6 +431,13 @@ class HOWARD_OT_pull_matte(bpy.types.Operator):
             settings.status = " ".join(f"Howard: {job.error}".split())
             self.report({"WARNING"} if job.cancelled else {"ERROR"}, settings.status)
             return {"CANCELLED"}
+        if self._pull.farm_report:
+            _FARM_JOBS.append((context.scene.name, self._pull))
+            if not bpy.app.timers.is_registered(check_farm_jobs):
+                bpy.app.timers.register(check_farm_jobs, first_interval=FARM_POLL_S, persistent=True)
+            settings.status = f"Howard: submitted to the farm; the matte loads when {self._pull.farm_report} appears"
+            self.report({"INFO"}, settings.status)
+            return {"FINISHED"}
         try:
             result = job.result()
             if result.first_file is None:
@@ -430,6 +453,36 @@ class HOWARD_OT_pull_matte(bpy.types.Operator):
         settings.status = lines[0]
         self.report({"INFO"}, settings.status)
         return {"FINISHED"}
+
+
+# Farm jobs (OpenJD, OpenCue) whose matte is still to load: (scene name, Pull), checked by a timer.
+_FARM_JOBS = []
+
+
+def check_farm_jobs():
+    """bpy.app.timers callback: load the matte of every farm job whose merged report has appeared.
+    Returns the seconds until the next look, or None once nothing is pending."""
+    for entry in list(_FARM_JOBS):
+        scene_name, pull = entry
+        scene = bpy.data.scenes.get(scene_name)
+        if scene is None:  # the scene (or the file) is gone
+            _FARM_JOBS.remove(entry)
+            continue
+        try:
+            result = pull.hostcli.result_from_report(pull.farm_report)
+            if result is None:
+                continue
+            _FARM_JOBS.remove(entry)
+            if result.first_file is None:
+                raise ValueError(f"{result.output}: the farm job wrote no frames")
+            load_into_compositor(SimpleNamespace(scene=scene), result, pull)
+            scene.howard.status = " ".join(result.summary()[0].split())
+        except (ValueError, RuntimeError, pull.hostcli.HostError) as exc:
+            scene.howard.status = " ".join(f"Howard: {exc}".split())
+        except Exception as exc:  # noqa: BLE001 - never a traceback for the artist
+            LOG.exception("Howard: unexpected error loading a farm job's matte")
+            scene.howard.status = f"Howard: unexpected error ({type(exc).__name__}: {exc}); see the system console"
+    return FARM_POLL_S if _FARM_JOBS else None
 
 
 def _show_progress(context, text):
@@ -489,6 +542,14 @@ class HOWARD_PT_panel(bpy.types.Panel):
         col.prop(settings, "at_scene_start")
         col.prop(settings, "wire_output")
         col.prop(settings, "use_howard_rgba")
+        col = layout.column(heading="Farm")
+        col.prop(settings, "farm")
+        if settings.farm == "dask":
+            col.prop(settings, "farm_address")
+        elif settings.farm != "LOCAL":
+            col.prop(settings, "farm_path")
+        if settings.farm != "LOCAL":
+            col.prop(settings, "farm_chunk")
         running = bool(_RUNNING)
         layout.operator(HOWARD_OT_pull_matte.bl_idname, text="Pulling... (Esc cancels)" if running else "Pull Matte",
                         icon="IMAGE_ALPHA")
@@ -509,6 +570,9 @@ def register():
 
 def unregister():
     _stop_running()
+    _FARM_JOBS.clear()
+    if bpy.app.timers.is_registered(check_farm_jobs):
+        bpy.app.timers.unregister(check_farm_jobs)
     atexit.unregister(_stop_running)
     if _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)

@@ -238,6 +238,8 @@ def session(job):
                                              compositor=False))
     attempt(out, "still", lambda: matte_pull(job, "still", lambda sc, st: setattr(st, "plate_path", job["plate_first"]),
                                              1, 2))
+    attempt(out, "farm_dask", lambda: matte_pull(job, "farm_dask", lambda sc, st: on_dask(st, job), 1, 3))
+    attempt(out, "farm_openjd", lambda: farm_openjd(job))
     attempt(out, "colour", lambda: colour(job))
     attempt(out, "cancel", lambda: cancel(job))
     attempt(out, "no_howard", lambda: no_howard(job))
@@ -252,6 +254,33 @@ def session(job):
     attempt(out, "load", lambda: load_other_file(job))
     attempt(out, "disable", lambda: disable_addon(job))
     return out
+
+
+def on_dask(settings, job):
+    plate_file(settings, job)
+    settings.farm, settings.farm_address, settings.farm_chunk = "dask", "local:1", 2
+
+
+def farm_openjd(job):
+    """Submit to farm as an OpenJD bundle: written, nothing loaded; then the farm (`openjd run`)
+    runs it, and the add-on's timer callback loads the matte once the job's report is there."""
+    name = "farm_openjd"
+    scene = artist_scene(name, 1, 3, job)
+    settings = scene.howard
+    settings.clean_source, settings.clean_path = "FILE", job["clean"]
+    settings.output_dir = os.path.join(job["scratch"], name)
+    plate_file(settings, job)
+    settings.farm, settings.farm_path = "openjd", os.path.join(job["scratch"], name + "_bundle")
+    before = graph(scene)
+    record = pull()
+    record.update(submitted=settings.status, loaded_before=graph(scene), check_before=ui().check_farm_jobs())
+    openjd = os.path.join(os.path.dirname(job["howard_cli"]), "openjd")
+    run = subprocess.run([openjd, "run", os.path.join(settings.farm_path, "template.yaml")], capture_output=True,
+                         text=True, timeout=PULL_TIMEOUT_S)
+    record.update(openjd_rc=run.returncode, openjd_tail=run.stdout[-1500:], check_after=ui().check_farm_jobs())
+    record.update(before=before, after=graph(scene), status=settings.status, renders={
+        f: render(scene, f, os.path.join(job["scratch"], f"{name}_render.{f:04d}.exr")) for f in range(1, 4)})
+    return record
 
 
 def all_frames(job, settings):

@@ -157,6 +157,8 @@ def _alpha_comparison(footage, record, path):
     ("image", (1001, 1003), 1001),  # Image sequence
     ("clip", (5, 7), 1002),  # Movie Clip starting at scene frame 5, offset 1 frame
     ("fresh", (1001, 1003), 1001),  # file path, in a scene whose compositor the add-on turns on
+    ("farm_dask", (1, 3), 1001),  # Submit to farm: a Dask cluster (local:1), chunks of 2 frames
+    ("farm_openjd", (1, 3), 1001),  # Submit to farm: an OpenJD bundle, run by `openjd run`, loaded after
 ])
 def test_render_alpha_equals_the_cli_alpha_for_the_same_frame(session, footage, case, scene_frames, plate_frames):
     record = _scenario(session, case)
@@ -188,6 +190,18 @@ def test_scene_range_sets_the_frames_and_the_matte_is_wired_to_the_output(sessio
     assert fresh["before"]["nodes"] == [] and any(
         link.startswith("Howard Set Alpha:Image->") and link.split("->")[1] in ("Composite:Image", "Group Output:Image")
         for link in fresh["after"]["links"])
+
+
+def test_submit_to_farm_runs_the_same_pull_through_the_farm_commands(session):
+    dask = _scenario(session, "farm_dask")
+    assert dask["argv"][dask["argv"].index("--cluster") + 1] == "local:1" and "--chunk-size" in dask["argv"]
+    openjd = _scenario(session, "farm_openjd")
+    assert openjd["argv"][1:3] == ["farm", "openjd"] and openjd.get("result") == ["FINISHED"], openjd
+    assert openjd["submitted"].startswith("Howard: submitted to the farm")
+    assert "Howard Matte" not in openjd["loaded_before"]["nodes"] and openjd["check_before"] == 5.0
+    assert openjd["openjd_rc"] == 0, openjd["openjd_tail"]
+    assert openjd["check_after"] is None and "Howard Matte" in openjd["after"]["nodes"]
+    assert openjd["status"].startswith("Howard wrote 3 frame(s)")
 
 
 def test_a_still_plate_gives_one_matte_whatever_the_scene_range(session):
