@@ -19,9 +19,11 @@ from howard_core.errors import HowardError
 from howard_core.io.frames import format_frames
 
 # Chunks a farm is given by default per worker: enough to balance uneven nodes, few enough that the
-# model load (2-5 s per chunk for a command-line engine) stays small beside the frames.
+# model load (2-5 s per chunk for a command-line engine) stays small beside the frames. Longer chunks
+# are whole alignment segments, so they start where alignment state starts afresh and align nothing
+# twice (see howard_core.align.sequence).
 CHUNKS_PER_WORKER = 2
-MAX_DEFAULT_CHUNK = 25
+MAX_SEGMENTS_PER_CHUNK = 4
 REPORT_FOLDER = "howard_chunks"
 
 
@@ -33,7 +35,12 @@ def split_chunks(frames: list[int], chunk_size: int) -> list[list[int]]:
 
 
 def default_chunk_size(n_frames: int, workers: int) -> int:
-    return max(1, min(MAX_DEFAULT_CHUNK, math.ceil(n_frames / max(1, workers * CHUNKS_PER_WORKER))))
+    from howard_core.align.sequence import SEGMENT_FRAMES
+
+    size = math.ceil(n_frames / max(1, workers * CHUNKS_PER_WORKER))
+    if size >= SEGMENT_FRAMES // 2:
+        size = SEGMENT_FRAMES * max(1, min(MAX_SEGMENTS_PER_CHUNK, round(size / SEGMENT_FRAMES)))
+    return max(1, size)
 
 
 def chunk_text(chunk: list[int]) -> str:
