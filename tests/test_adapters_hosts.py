@@ -319,8 +319,27 @@ def _bpy_stub():
     bpy.utils = SimpleNamespace(register_class=registered.append, unregister_class=registered.remove)
     bpy.path = SimpleNamespace(abspath=_abspath)
     handlers = SimpleNamespace(persistent=lambda f: f, load_pre=[])  # @persistent marks a handler, returns it
-    bpy.app = SimpleNamespace(handlers=handlers)
+    bpy.app = SimpleNamespace(handlers=handlers, timers=_Timers())
     return bpy, props, registered
+
+
+class _Timers:
+    """bpy.app.timers: register(function, *, first_interval=0, persistent=False), unregister(function),
+    is_registered(function); the real module raises ValueError for an unregister of an unknown function."""
+
+    def __init__(self):
+        self.functions = {}
+
+    def register(self, function, *, first_interval=0, persistent=False):
+        self.functions[function] = (first_interval, persistent)
+
+    def unregister(self, function):
+        if function not in self.functions:
+            raise ValueError("Error: function is not registered")
+        del self.functions[function]
+
+    def is_registered(self, function):
+        return function in self.functions
 
 
 def _abspath(path, *, start=None, library=None):
