@@ -8,7 +8,7 @@
     howard export-nuke -o FILE [--model M]                TorchScript for Nuke's Inference node
     howard train ... | howard eval ...                    training and evaluation (see --help)
     howard train bundle RUN                               a finished run -> the bundled default weights
-    howard bench model|align|pipeline                     benchmarks printing JSON
+    howard bench model|align|pipeline|e2e                 benchmarks printing JSON
 
 Any failure a user can fix prints one line, `howard: error: ...`, and exits 2.
 """
@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("eval", cmd_eval, "evaluate weights on a held-out synthetic set (JSON)")):
         p = sub.add_parser(name, help=text, add_help=False)
         if name == "bench":
-            p.add_argument("what", choices=["model", "align", "pipeline"])
+            p.add_argument("what", choices=["model", "align", "pipeline", "e2e"])
         p.set_defaults(func=func, passthrough=True)
     return ap
 
