@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["exr", "png", "alpha", "prores"], help="output kind (default: from -o)")
     p.add_argument("--layers", help="extra EXR layers, comma list of fg,err,ref,bg")
     p.add_argument("--compression", help="EXR codec: none, rle, zips, zip (default), piz, pxr24, or lossy b44, "
-                   "b44a (alpha too), dwaa, dwab (colour only)")
+                   "b44a (alpha too), dwaa, dwab (colour only); PNG: zlib level 0-9 (default 1, 9 smallest)")
     p.add_argument("--resume", action="store_true", help="skip frames whose outputs are already complete")
     p.add_argument("--report", help="run report JSON path (default: beside the outputs)")
     _add_matte_options(p)

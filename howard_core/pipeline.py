@@ -295,21 +295,25 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
             def write_stage(item):
                 n, native, work, bg, frame_qc, flagged, out = item
                 alpha, fg, err, ref, refined = out
-                fg_native = src.from_working(fg)
-                residual = src.converter.clipped_away(native, work)
-                if residual is not None:
-                    residual *= alpha[..., None]
-                    fg_native += residual
-                extra = {}
-                if "fg" in layers:
-                    extra["fg"] = fg_native
-                if "err" in layers:
-                    extra["err"] = err
-                if "ref" in layers:
-                    extra["ref"] = ref
-                if "bg" in layers:
-                    extra["bg"] = src.from_working(bg)
-                sink.write(n, fg_native, alpha, extra)
+                residual = None if sink.kind == "alpha" else src.converter.clipped_away(native, work)
+                if sink.stores_working and residual is None and src.converter.is_fast:
+                    # PNG/ProRes store the working colour: to the plate's space and back would only round it.
+                    sink.write(n, None, alpha, working=fg)
+                else:
+                    fg_native = src.from_working(fg)
+                    if residual is not None:
+                        residual *= alpha[..., None]
+                        fg_native += residual
+                    extra = {}
+                    if "fg" in layers:
+                        extra["fg"] = fg_native
+                    if "err" in layers:
+                        extra["err"] = err
+                    if "ref" in layers:
+                        extra["ref"] = ref
+                    if "bg" in layers:
+                        extra["bg"] = src.from_working(bg)
+                    sink.write(n, fg_native, alpha, extra)
                 record = {"frame": n, **frame_qc, "alpha_mean": round(float(alpha.mean()), 5),
                           "refined_patches": refined, "flagged": flagged, "output": sink.path_for(n)}
                 qc.append(record)
