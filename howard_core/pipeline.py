@@ -11,10 +11,15 @@ atomic writes, progress, QC). Frames whose outputs are complete are skipped with
 `resume=True`; every chunk maps plate time to clean-plate time over the whole
 clip, so `frames` chunks on a farm are independent and agree with a full run.
 
-CPU budget: inference on the CPU gets one core fewer than the process may use
-(`inference_threads`), so the other stages are not starved by spinning OpenMP
-workers. Long runs should start their process with `howard_core.runtime.prepare_process()`
-(the `howard` command does) so frames freed across threads do not fragment malloc arenas.
+Start-up: torch is imported and the model loaded and prepared on a thread of its own
+(`runtime.InBackground`) while the inputs open and the first frames are read and aligned.
+
+CPU budget: how many threads inference gets on the CPU is measured, not fixed: it starts
+at one core fewer than the process may use (`inference_threads`) and follows, frame by
+frame, what the reader, aligner and writer cost on this run (`runtime.CpuBudget`); the
+report's `settings.cpu_budget` says what was chosen. Long runs should start their process
+with `howard_core.runtime.prepare_process()` (the `howard` command does) so frames freed
+across threads do not fragment malloc arenas and idle OpenMP workers do not spin.
 
 Colour: the network sees display-referred sRGB 0..1 (`FrameSource.read`). The
 foreground is written back in the plate's own space; where the plate held values
@@ -36,11 +41,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import howard_core
 from howard_core.errors import HowardError
-from howard_core.runtime import cpu_cores
+from howard_core.runtime import CpuBudget, InBackground, cpu_cores
 
 LAYERS = ("fg", "err", "ref", "bg")
 OUTPUT_KINDS = {".exr": "exr", ".png": "png", ".mov": "prores"}
@@ -103,6 +107,7 @@ def versions() -> dict:
     """Versions of Howard and the libraries it runs on, for reports and `howard info`."""
     import cv2
     import OpenImageIO
+    import torch
 
     return {"howard": howard_core.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "opencv": cv2.__version__, "openimageio": OpenImageIO.__version__,
@@ -133,6 +138,7 @@ class _Stage(threading.Thread):
         self.fn, self.inbox, self.outbox, self.stop, self.items = fn, inbox, outbox, stop, items
         self.error: BaseException | None = None
         self.seconds = 0.0
+        self.cpu_seconds = 0.0  # this thread's own CPU time in fn, for the CPU budget
 
     def _source(self):
         if self.items is not None:
@@ -152,9 +158,10 @@ class _Stage(threading.Thread):
             for item in self._source():
                 if self.stop.is_set():
                     return
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.thread_time()
                 result = self.fn(item)
                 self.seconds += time.perf_counter() - start
+                self.cpu_seconds += time.thread_time() - cpu
                 if self.outbox is not None:
                     _put(self.outbox, result, self.stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
@@ -165,8 +172,10 @@ class _Stage(threading.Thread):
                 _put(self.outbox, _END, self.stop)
 
 
-def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
+def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:  # noqa: F821 - torch is imported lazily
     """HxWx3 float32 arrays -> (B, 3, H, W) view in channels-last memory (Matter makes the one copy it needs)."""
+    import torch
+
     batch = frames[0][None] if len(frames) == 1 else np.stack(frames)  # one frame: no stacking copy
     return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
@@ -207,9 +216,6 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
     queue_size: frames waiting between two stages (each HD frame in flight holds 50-100 MB;
     on 2 cores a queue of 1 or 2 ran as fast as 3 and peaked 60-210 MiB lower).
     """
-    from howard_core.io import open_sink, open_source, resize_to, write_json_atomic
-    from howard_core.model import Matter
-
     layers = tuple(layers)
     unknown = [name for name in layers if name not in LAYERS]
     if unknown:
@@ -222,15 +228,38 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
         raise HowardError(f"queue size must be at least 1, got {queue_size}")
     kind = _output_kind(output, kind)
     started = time.time()
+    # Importing torch and loading the model take longer than opening the inputs and reading and
+    # aligning the first frame: the two run side by side, and inference waits only for what is left.
+    prepared = InBackground(_prepare_matter, model, device=device, precision=precision, preset=preset,
+                            backbone_scale=backbone_scale, refine_mode=refine_mode, refine_sample_pixels=sample_pixels,
+                            refine_threshold=refine_threshold)
+    try:
+        return _matte(prepared, plate, clean_plate, output, frames=frames, kind=kind, layers=layers,
+                      colorspace=colorspace, clean_colorspace=clean_colorspace, ocio_config=ocio_config,
+                      missing=missing, resume=resume, align=align, window=window, clean_offset=clean_offset,
+                      clean_scale=clean_scale, batch_size=batch_size, threads=threads, report=report,
+                      progress=progress, queue_size=queue_size, compression=compression, started=started)
+    finally:
+        prepared.join()  # on a failure, never leave the loader running into interpreter shutdown
+
+
+def _prepare_matter(model, **settings):
+    """(network, Matter) for `matte`: the model resolved (see `_resolve_model`) and prepared once."""
+    from howard_core.model import Matter
+
+    net = _resolve_model(model)
+    return net, Matter(net, **settings)
+
+
+def _matte(prepared: InBackground, plate, clean_plate, output, *, frames, kind, layers, colorspace,
+           clean_colorspace, ocio_config, missing, resume, align, window, clean_offset, clean_scale, batch_size,
+           threads, report, progress, queue_size, compression, started) -> dict:
+    from howard_core.io import open_sink, open_source, resize_to, write_json_atomic
 
     with open_source(plate, frames=frames, colorspace=colorspace, ocio_config=ocio_config,
                      missing=missing) as src, \
          open_source(clean_plate, colorspace=_clean_colorspace(plate, clean_plate, colorspace, clean_colorspace),
                      ocio_config=ocio_config) as clean:
-        net = _resolve_model(model)
-        matter = Matter(net, device=device, precision=precision, preset=preset, backbone_scale=backbone_scale,
-                        refine_mode=refine_mode, refine_sample_pixels=sample_pixels,
-                        refine_threshold=refine_threshold)
         sink = open_sink(output, kind, like=src, layers=layers, compression=compression)
         try:
             check_not_clean_plate(sink, clean, src.frame_numbers)
@@ -253,10 +282,6 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
                 scale = clean_scale if clean_scale is not None else (
                     (len(clean_numbers) - 1) / (plate_count - 1) if plate_count > 1 else 1.0)
             qc: list[dict] = []
-            info = {"event": "start", "total": len(todo), "skipped": skipped, "output": sink.display,
-                    "model": _model_info(net, matter), "plate": str(plate), "clean_plate": str(clean_plate)}
-            if progress:
-                progress(info)
 
             def read(n):
                 native = src.read_native(n)
@@ -333,14 +358,30 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
                       _Stage("write", write_stage, q_write, None, stop)]
             for stage in stages:
                 stage.start()
-            torch_threads = torch.get_num_threads()
-            n_threads = inference_threads(threads) if matter.device.type == "cpu" else torch_threads
+            torch_threads = None
             try:
-                torch.set_num_threads(n_threads)
-                _infer(matter, q_aligned, q_write, stop, batch_size, timings, for_writer)
+                net, matter = prepared.result()
+                info = {"event": "start", "total": len(todo), "skipped": skipped, "output": sink.display,
+                        "model": _model_info(net, matter), "plate": str(plate), "clean_plate": str(clean_plate)}
+                if progress:
+                    progress(info)
+                import torch
+
+                torch_threads = torch.get_num_threads()
+                if matter.device.type == "cpu":
+                    budget = CpuBudget(cpu_cores(), min(torch_threads, cpu_cores()), inference_threads(threads),
+                                       fixed=threads)
+                else:  # inference waits on the GPU: the CPU's threads are not what limits it
+                    budget = CpuBudget(cpu_cores(), torch_threads, torch_threads, fixed=torch_threads)
+
+                def others_cpu() -> float:
+                    return sum(stage.cpu_seconds for stage in stages)
+
+                _infer(matter, q_aligned, q_write, stop, batch_size, timings, for_writer, budget, others_cpu)
                 stages[2].join()  # the writer ends after the last frame, or at once on a failure
             finally:
-                torch.set_num_threads(torch_threads)
+                if torch_threads is not None:
+                    torch.set_num_threads(torch_threads)
                 stop.set()
                 for stage in stages:
                     stage.join()
@@ -358,7 +399,10 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
             "output_kind": kind, "layers": list(layers), "frames_done": len(todo), "frames_skipped": skipped,
             "model": _model_info(net, matter),
             "settings": {"device": str(matter.device), "precision": str(matter.dtype).replace("torch.", ""),
-                         "batch_size": batch_size, "threads": n_threads, "compression": sink.compression,
+                         "batch_size": batch_size, "threads": budget.most_used(), "cpu_budget": {
+                             **budget.summary(), "stage_cpu_s": {name: round(st.cpu_seconds, 3) for name, st in
+                                                                 zip(("read", "align", "write"), stages, strict=True)}},
+                         "compression": sink.compression,
                          "align": align, "window": window,
                          "clean_offset": clean_offset, "clean_scale": clean_scale, "colorspace": src.colorspace,
                          "clean_colorspace": clean.colorspace, "missing": missing, "resume": resume},
@@ -388,6 +432,8 @@ def inference_threads(requested: int | None = None) -> int:
     workers spin-wait for the next operation on cores those threads are waiting for: on
     2 cores, HD frames went 1.9 -> 2.4 fps with one inference thread instead of two.
     """
+    import torch
+
     if requested is not None:
         return int(requested)
     return max(1, min(torch.get_num_threads(), cpu_cores() - 1))
@@ -415,11 +461,17 @@ def _model_info(net, matter) -> dict:
 
 
 def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event, batch_size: int,
-           timings: dict, pack) -> None:
+           timings: dict, pack, budget: CpuBudget, others_cpu: Callable[[], float]) -> None:
     """Inference on the calling thread: batches of same-size frames through `matter`; each frame goes
-    on as pack(item, alpha HxW, foreground HxWx3, error HxW, refinement HxW), numpy float32."""
+    on as pack(item, alpha HxW, foreground HxWx3, error HxW, refinement HxW), numpy float32. After each
+    batch `budget` hears what it and the other stages (`others_cpu()`: their CPU seconds so far) cost,
+    and the threads for the next batch follow from it."""
+    import torch
+
+    torch.set_num_threads(budget.threads)
     batch: list = []
     ended = False
+    last_done, last_cpu = None, others_cpu()
     while not ended:
         try:
             item = inbox.get(timeout=0.1)
@@ -442,5 +494,10 @@ def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Even
                 alpha = out.alpha[k, 0].numpy()
                 fg = np.ascontiguousarray(out.foreground[k].permute(1, 2, 0).numpy())
                 _put(outbox, pack(item_k, alpha, fg, out.error[k, 0].numpy(), out.refinement[k, 0].numpy()), stop)
+            now, cpu = time.perf_counter(), others_cpu()
+            threads = budget.threads
+            if budget.record(cpu - last_cpu, None if last_done is None else now - last_done, len(batch)) != threads:
+                torch.set_num_threads(budget.threads)
+            last_done, last_cpu = now, cpu
             batch = []
     _put(outbox, _END, stop)
