@@ -15,11 +15,12 @@ Start-up: torch is imported and the model loaded and prepared on a thread of its
 (`runtime.InBackground`) while the inputs open and the first frames are read and aligned.
 
 CPU budget: how many threads inference gets on the CPU is measured, not fixed: it starts
-at one core fewer than the process may use (`inference_threads`) and follows, frame by
-frame, what the reader, aligner and writer cost on this run (`runtime.CpuBudget`); the
-report's `settings.cpu_budget` says what was chosen. Long runs should start their process
-with `howard_core.runtime.prepare_process()` (the `howard` command does) so frames freed
-across threads do not fragment malloc arenas and idle OpenMP workers do not spin.
+with every core the process may use (within torch's setting, so OMP_NUM_THREADS and farm
+slot limits hold) and follows, frame by frame, what the reader, aligner and writer cost
+on this run (`runtime.CpuBudget`); the report's `settings.cpu_budget` says what was chosen.
+Long runs should start their process with `howard_core.runtime.prepare_process()` (the
+`howard` command does) so frames freed across threads do not fragment malloc arenas and
+idle OpenMP workers do not spin.
 
 Colour: the network sees display-referred sRGB 0..1 (`FrameSource.read`). The
 foreground is written back in the plate's own space; where the plate held values
@@ -210,8 +211,8 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
     missing: error|hold for missing plate frames. resume: skip frames already complete.
     align: False when the clean plate already lines up (locked-off camera). window,
     clean_offset, clean_scale: clean-plate candidate search (see `howard_core.align`).
-    threads: CPU threads for inference on the CPU (default: one core fewer than this process
-    may use, so decoding, alignment and writing run beside it; see `inference_threads`).
+    threads: CPU threads for inference on the CPU (default: measured per frame, between one and
+    torch's setting within the cores this process may use; see `runtime.CpuBudget`).
     progress: called with one dict per event ("start", "frame", "done").
     queue_size: frames waiting between two stages (each HD frame in flight holds 50-100 MB;
     on 2 cores a queue of 1 or 2 ran as fast as 3 and peaked 60-210 MiB lower).
@@ -369,8 +370,10 @@ def _matte(prepared: InBackground, plate, clean_plate, output, *, frames, kind, 
 
                 torch_threads = torch.get_num_threads()
                 if matter.device.type == "cpu":
-                    budget = CpuBudget(cpu_cores(), min(torch_threads, cpu_cores()), inference_threads(threads),
-                                       fixed=threads)
+                    # The first frames get every core: nothing is known yet of what the others cost, and
+                    # until the first frame is out the other stages mostly wait for inference anyway.
+                    ceiling = min(torch_threads, cpu_cores())
+                    budget = CpuBudget(cpu_cores(), ceiling, ceiling if threads is None else threads, fixed=threads)
                 else:  # inference waits on the GPU: the CPU's threads are not what limits it
                     budget = CpuBudget(cpu_cores(), torch_threads, torch_threads, fixed=torch_threads)
 
@@ -422,21 +425,6 @@ def _matte(prepared: InBackground, plate, clean_plate, output, *, frames, kind, 
                       "fps": rep["timing"]["fps"], "report": str(path), "output": sink.display,
                       "flagged_frames": rep["flagged_frames"]})
         return rep
-
-
-def inference_threads(requested: int | None = None) -> int:
-    """CPU threads `matte` gives inference: `requested`, else one core fewer than this process may use
-    (at most torch's current setting, so OMP_NUM_THREADS and farm slot limits hold).
-
-    The reader, aligner and writer threads need CPU too. Given every core, PyTorch's OpenMP
-    workers spin-wait for the next operation on cores those threads are waiting for: on
-    2 cores, HD frames went 1.9 -> 2.4 fps with one inference thread instead of two.
-    """
-    import torch
-
-    if requested is not None:
-        return int(requested)
-    return max(1, min(torch.get_num_threads(), cpu_cores() - 1))
 
 
 def _json_default(value):

@@ -94,6 +94,14 @@ class InBackground(threading.Thread):
         return self._value
 
 
+def import_in_background(*modules: str) -> InBackground:
+    """Start importing `modules` (e.g. the model package, which imports torch: about a second) on
+    a thread of their own; a later import of them in any thread waits for that one to finish."""
+    import importlib
+
+    return InBackground(lambda: [importlib.import_module(m) for m in modules])
+
+
 class CpuBudget:
     """How many CPU threads inference gets, decided from what the other stages cost on this run.
 
