@@ -314,8 +314,9 @@ def _matte(prepared: InBackground, plate, clean_plate, output, *, frames, kind, 
             def for_writer(item, alpha, fg, err, ref):
                 # Only what the writer will use waits in its queue: at HD each dropped plane is 8-25 MB.
                 n, native, work, bg, frame_qc, flagged = item
-                out = (alpha, fg, err if "err" in layers else None, ref if "ref" in layers else None,
-                       int(ref.sum()) // 16)
+                # Without the err/ref layers inference skipped the full-size maps; ref is then per patch.
+                refined = int(ref.sum()) // 16 if ref.shape == alpha.shape else int(ref.sum())
+                out = (alpha, fg, err if "err" in layers else None, ref if "ref" in layers else None, refined)
                 return n, native, work if keep_work else None, bg if "bg" in layers else None, frame_qc, flagged, out
 
             def write_stage(item):
@@ -380,7 +381,8 @@ def _matte(prepared: InBackground, plate, clean_plate, output, *, frames, kind, 
                 def others_cpu() -> float:
                     return sum(stage.cpu_seconds for stage in stages)
 
-                _infer(matter, q_aligned, q_write, stop, batch_size, timings, for_writer, budget, others_cpu)
+                _infer(matter, q_aligned, q_write, stop, batch_size, timings, for_writer, budget, others_cpu,
+                       maps="err" in layers or "ref" in layers)
                 stages[2].join()  # the writer ends after the last frame, or at once on a failure
             finally:
                 if torch_threads is not None:
@@ -449,11 +451,12 @@ def _model_info(net, matter) -> dict:
 
 
 def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event, batch_size: int,
-           timings: dict, pack, budget: CpuBudget, others_cpu: Callable[[], float]) -> None:
+           timings: dict, pack, budget: CpuBudget, others_cpu: Callable[[], float], maps: bool = True) -> None:
     """Inference on the calling thread: batches of same-size frames through `matter`; each frame goes
     on as pack(item, alpha HxW, foreground HxWx3, error HxW, refinement HxW), numpy float32. After each
     batch `budget` hears what it and the other stages (`others_cpu()`: their CPU seconds so far) cost,
-    and the threads for the next batch follow from it."""
+    and the threads for the next batch follow from it. `maps`: whether the full-size error and
+    refinement maps are wanted (else error is None and refinement per 4x4 patch)."""
     import torch
 
     torch.set_num_threads(budget.threads)
@@ -473,15 +476,16 @@ def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Even
             batch.append(item)
         if batch and (ended or len(batch) >= batch_size):
             start = time.perf_counter()
-            out = matter(_to_tensor([b[2] for b in batch]), _to_tensor([b[3] for b in batch]))
+            out = matter(_to_tensor([b[2] for b in batch]), _to_tensor([b[3] for b in batch]), maps=maps)
             # From a GPU to the host once per batch (a no-op on the CPU), inside the timing: on a GPU
             # this is where the wait for its kernels happens.
-            out = type(out)(*(t.cpu() for t in out))
+            out = type(out)(*(None if t is None else t.cpu() for t in out))
             timings["matte"] += time.perf_counter() - start
             for k, item_k in enumerate(batch):
                 alpha = out.alpha[k, 0].numpy()
                 fg = np.ascontiguousarray(out.foreground[k].permute(1, 2, 0).numpy())
-                _put(outbox, pack(item_k, alpha, fg, out.error[k, 0].numpy(), out.refinement[k, 0].numpy()), stop)
+                err = None if out.error is None else out.error[k, 0].numpy()
+                _put(outbox, pack(item_k, alpha, fg, err, out.refinement[k, 0].numpy()), stop)
             now, cpu = time.perf_counter(), others_cpu()
             threads = budget.threads
             if budget.record(cpu - last_cpu, None if last_done is None else now - last_done, len(batch)) != threads:

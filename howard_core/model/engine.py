@@ -50,8 +50,11 @@ class MatteResult(NamedTuple):
     """All (B, C, H, W) float32 at the input size.
 
     alpha (C=1) 0..1 data; foreground (C=3) straight (unpremultiplied) colour in
-    the input's space, 0..1; error (C=1) the base network's predicted alpha error,
-    bilinearly upsampled; refinement (C=1) 1 where a 4x4 patch was refined.
+    the input's space, 0..1 (stored channels-last from the refining model, so
+    `foreground[k].permute(1, 2, 0)` is a contiguous H x W x 3 image); error (C=1) the
+    base network's predicted alpha error, bilinearly upsampled; refinement (C=1) 1 where
+    a 4x4 patch was refined. Called with `maps=False`, `Matter` leaves error None and gives
+    refinement per patch, (B, 1, ceil(H/4), ceil(W/4)), 1 for each refined patch.
     """
 
     alpha: torch.Tensor
@@ -291,7 +294,9 @@ class Matter:
     `precision`: 'fp32' (exact), 'bf16' (CPUs with bf16 support), 'fp16' (CUDA),
     'auto' = fp16 on CUDA, fp32 on CPU. The given model is not modified.
 
-    `matter(src, bgr, **settings) -> MatteResult` with src, bgr (B, 3, H, W) in 0..1.
+    `matter(src, bgr, maps=True, **settings) -> MatteResult` with src, bgr (B, 3, H, W) in 0..1;
+    `maps=False` skips the full-size error and refinement maps (see `MatteResult`), which cost
+    about 5% of an HD frame, for callers that keep only alpha and foreground.
     """
 
     TILE = 16  # edge, in half-resolution pixels, of the tiles the refiner's first convs run on
@@ -358,7 +363,7 @@ class Matter:
     # -- public ------------------------------------------------------------
 
     @torch.inference_mode()
-    def __call__(self, src: torch.Tensor, bgr: torch.Tensor, **overrides) -> MatteResult:
+    def __call__(self, src: torch.Tensor, bgr: torch.Tensor, maps: bool = True, **overrides) -> MatteResult:
         if src.ndim != 4 or src.shape[1] != 3 or bgr.shape != src.shape:
             raise HowardError(f"Matter expects src and bgr of the same shape (B, 3, H, W); got "
                               f"{tuple(src.shape)} and {tuple(bgr.shape)}")
@@ -368,10 +373,13 @@ class Matter:
         src = self._prepare(src, pad_h, pad_w)
         bgr = self._prepare(bgr, pad_h, pad_w)
         if self.is_refine:
-            pha, fgr, err, ref = self._refine(src, bgr, settings)
+            pha, fgr, err, ref = self._refine(src, bgr, settings, maps)
         else:
-            pha, fgr, err, ref = self._base(src, bgr)
+            pha, fgr, err, ref = self._base(src, bgr, maps)
         crop = (slice(None), slice(None), slice(0, H), slice(0, W))
+        if not maps:
+            patches = (slice(None), slice(None), slice(0, -(-H // 4)), slice(0, -(-W // 4)))
+            return MatteResult(pha[crop].float(), fgr[crop].float(), None, ref[patches].float())
         return MatteResult(pha[crop].float(), fgr[crop].float(), err[crop].float(), ref[crop].float())
 
     # -- internals ---------------------------------------------------------
@@ -392,15 +400,19 @@ class Matter:
         x4, x3, x2, x1, x0 = net.backbone(x)
         return net.decoder(net.aspp(x4), x3, x2, x1, x0).float()
 
-    def _base(self, src, bgr):
+    def _base(self, src, bgr, maps: bool = True):
         y = self._coarse(src, bgr)
         pha = y[:, 0:1].clamp(0.0, 1.0)
         fgr = (y[:, 1:4] + src).clamp_(0.0, 1.0)
         err = y[:, 4:5].clamp(0.0, 1.0)
+        if not maps:
+            B, _, H, W = src.shape
+            return pha, fgr, None, torch.zeros((B, 1, H // 4, W // 4), device=src.device)
         return pha, fgr, err, torch.zeros_like(err)
 
-    def _refine(self, src, bgr, settings):
-        """src, bgr: contiguous (B, 3, H, W) frames, H and W multiples of 4."""
+    def _refine(self, src, bgr, settings, maps: bool = True):
+        """src, bgr: contiguous (B, 3, H, W) frames, H and W multiples of 4. With `maps` False the
+        error is None and the refinement comes back per 4x4 patch."""
         scale = settings["backbone_scale"]
         src_sm = F.interpolate(src, scale_factor=scale, mode="bilinear", align_corners=False,
                                recompute_scale_factor=True)
@@ -417,7 +429,11 @@ class Matter:
         else:
             pha, fgr_res, ref_sm = self._refine_patches(src, bgr, y, pha_sm, fgr_res_sm, err_sm, settings)
         pha = pha.clamp_(0.0, 1.0)
-        fgr = fgr_res.add_(src).clamp_(0.0, 1.0)
+        # Written channels-last as it is summed: callers take the foreground as H x W x 3 images, and
+        # transposing it here, in the pass the sum makes anyway, saves them a full-frame copy.
+        fgr = torch.add(fgr_res, src, out=torch.empty_like(src, memory_format=torch.channels_last)).clamp_(0.0, 1.0)
+        if not maps:
+            return pha, fgr, None, ref_sm
         err = F.interpolate(err_sm, size=(H, W), mode="bilinear", align_corners=False)
         ref = ref_sm.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
         return pha, fgr, err, ref
