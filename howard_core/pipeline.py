@@ -247,9 +247,11 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
 def _prepare_matter(model, **settings):
     """(network, Matter) for `matte`: the model resolved (see `_resolve_model`) and prepared once."""
     from howard_core.model import Matter
+    from howard_core.model.network import MattingBase
 
     net = _resolve_model(model)
-    return net, Matter(net, **settings)
+    # A model loaded here is only for this Matter: no need to copy it. A caller's model stays untouched.
+    return net, Matter(net, copy_model=isinstance(model, MattingBase), **settings)
 
 
 def _matte(prepared: InBackground, plate, clean_plate, output, *, frames, kind, layers, colorspace,
