@@ -474,14 +474,24 @@ class Matter:
 
         return in_fixed_batches(convs, mid, full)
 
-    def _stage1_windows(self, low, s_half, b, y, x, win, p, half):
-        """Per patch: resize the coarse output to half resolution, crop each patch's window, convolve."""
+    def _stage1_windows(self, low, full, b, y, x, win, p, half):
+        """Per patch: resize the coarse output to half resolution, crop each patch's window, convolve.
+        The patches' windows overlap and together cover more than the frame: src and bgr are halved
+        densely here (half of a multiple-of-4 frame: exactly a 2x2 average)."""
         size = win + 2 * p - 2 if p else win
         a = F.interpolate(low, size=half, mode="bilinear", align_corners=False)
+        s_half = [F.interpolate(t, size=half, mode="bilinear", align_corners=False) for t in full]
         return self._stage1_convs(gather_windows(a, b, 2 * y - p, 2 * x - p, size),
                                   gather_planes(s_half, b, 2 * y - p, 2 * x - p, size))
 
-    def _stage1_tiles(self, low, s_half, b, y, x, win, p, half):
+    @staticmethod
+    def _half_planes(full, b, top, left, size: int) -> torch.Tensor:
+        """`gather_planes` of src and bgr at half resolution without halving them densely: each
+        window is the full-resolution window twice its size, averaged 2x2 (which is what the
+        half-size bilinear resize of a multiple-of-4 frame computes; outside the frame both are 0)."""
+        return F.avg_pool2d(gather_planes(full, b, 2 * top, 2 * left, 2 * size), 2)
+
+    def _stage1_tiles(self, low, full, b, y, x, win, p, half):
         """conv1/conv2 outputs depend only on position, and the windows of neighbouring patches
         overlap, so where the selected patches cluster (as they do along a subject's edge) it is
         cheaper to compute them once, densely, on the tiles the patches touch, each tile resampled
@@ -500,7 +510,7 @@ class Matter:
         top, left = t_r * S - p, t_c * S - p
         size = S + halo
         tiles = self._stage1_convs(resample_regions(low, tb, top, left, half, size),
-                                   gather_planes(s_half, tb, top, left, size))
+                                   self._half_planes(full, tb, top, left, size))
         # Tile-major storage: each tile lands as one contiguous block (a spatial layout would
         # scatter it over S rows), and each patch then reads its win x win outputs by index.
         C = tiles.shape[3]
@@ -536,11 +546,9 @@ class Matter:
         p, q = (3, 2) if k3 else (0, 0)  # zero padding the reference applies at half and full resolution
         win = 4 if k3 else 2  # conv2 outputs one patch reads, per side
 
-        # Stage 1, conv1+conv2 at half resolution: (N, win, win, 16) per patch.
-        # Half of a multiple-of-4 frame: exactly a 2x2 average, cheap enough to do densely; the
-        # coarse output's 2x upsampling is done only where patches need it.
-        s_half = [F.interpolate(t, size=(hh, wh), mode="bilinear", align_corners=False) for t in (src, bgr)]
-        args = (low, s_half, b, y, x, win, p, (hh, wh))
+        # Stage 1, conv1+conv2 at half resolution: (N, win, win, 16) per patch. The coarse output's
+        # 2x upsampling, and src/bgr at half resolution, are made only where the patches need them.
+        args = (low, (src, bgr), b, y, x, win, p, (hh, wh))
         mid = None if self.stage1 == "windows" else self._stage1_tiles(*args)
         if mid is None:
             mid = self._stage1_windows(*args)
