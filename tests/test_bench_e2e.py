@@ -73,3 +73,13 @@ def test_official_side_by_side(tmp_path, capsys):
     assert all(0 <= r["alpha_mad"] < 0.2 for r in official)
     assert set(res["speedup"]) == {"movie exr vs official com", "movie exr vs official pha"}
     assert not Path(os.environ["HOWARD_BGMV2_OFFICIAL"], "inference_utils.py").read_text().count("sorted(matches")
+
+
+def test_bench_e2e_memory_in_clip_length(tmp_path, capsys):
+    assert main(["bench", "e2e", "--size", "160x96", "--frames", "2", "--long-frames", "6", "--sample-pixels",
+                 "2000", "--inputs", "movie", "--outputs", "exr", "--workdir", str(tmp_path)]) == 0
+    mem = json.loads(capsys.readouterr().out)["memory"]
+    assert [r["frames"] for r in mem["runs"]] == [2, 6]
+    assert all(r["peak_rss_mib"] > 50 for r in mem["runs"])
+    assert mem["peak_growth_mib"] == round(mem["runs"][1]["peak_rss_mib"] - mem["runs"][0]["peak_rss_mib"], 1)
+    assert len(list((tmp_path / "long" / "howard_movie_png").glob("matte.*.png"))) == 6

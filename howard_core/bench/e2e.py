@@ -24,6 +24,10 @@ from a temp copy with one change its alignment needs on current OpenCV (`matcher
 a tuple, which has no `.sort`). `--official-python` names the interpreter that has the official
 code's dependencies (torch, torchvision, OpenCV, Pillow, tqdm); default: this one.
 `speedup` compares each Howard run with each official run, all from this one invocation.
+
+`--long-frames N` adds the movie -> RGBA PNG run on an N-frame shot of the same kind, and reports
+the peak memory of both lengths side by side (`memory`): a streaming job's peak should not grow with
+the clip.
 """
 
 from __future__ import annotations
@@ -252,6 +256,16 @@ def run_official(code: Path, python: str, inputs: dict, checkpoint: Path, backbo
             "command": " ".join(["python", *cmd[1:]]), **matte_error(files, truth)}
 
 
+def memory_in_length(work: Path, args, options: list[str], inputs: dict, truth: np.ndarray) -> dict:
+    """Peak memory of movie -> RGBA PNG at the shot's length and at --long-frames."""
+    long_inputs = write_inputs(work / "inputs_long", *args.size, args.long_frames, args.seed)
+    short = run_howard(inputs, "movie", "png", work, options, truth)
+    long = run_howard(long_inputs, "movie", "png", work / "long", options, np.load(long_inputs["truth"]))
+    rows = [{"frames": n, "peak_rss_mib": r["peak_rss_mib"], "wall_s": r["wall_s"], "alpha_mad": r["alpha_mad"]}
+            for n, r in ((args.frames, short), (args.long_frames, long))]
+    return {"runs": rows, "peak_growth_mib": round(rows[1]["peak_rss_mib"] - rows[0]["peak_rss_mib"], 1)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="howard bench e2e", description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=12, help="plate frames (default 12)")
@@ -265,6 +279,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     ap.add_argument("--sample-pixels", type=int,
                     help="pixels refined per frame, both tools (default: the model's, 80,000 for HD)")
+    ap.add_argument("--long-frames", type=int, default=0,
+                    help="also run movie -> PNG on a shot this long and compare peak memory (default: off)")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--workdir", help="keep the generated inputs and outputs here (default: a temp folder)")
     args = ap.parse_args(argv)
@@ -293,6 +309,8 @@ def main(argv=None) -> int:
                 ["--sample-pixels", str(args.sample_pixels)] if args.sample_pixels else [])
             runs = [run_howard(inputs, source, output, work, options, truth)
                     for source in args.inputs for output in args.outputs]
+            if args.long_frames:
+                result["memory"] = memory_in_length(work, args, options, inputs, truth)
             if official is not None:
                 checkpoint, backbone, settings = official_checkpoint(args.model, work / "official_weights.pth")
                 if args.sample_pixels:
