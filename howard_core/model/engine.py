@@ -421,15 +421,17 @@ class Matter:
         bgr_sm = F.interpolate(bgr, scale_factor=scale, mode="bilinear", align_corners=False,
                                recompute_scale_factor=True)
         y = self._coarse(src_sm, bgr_sm)
-        pha_sm = y[:, 0:1].clamp(0.0, 1.0)
-        fgr_res_sm = y[:, 1:4].contiguous()  # NCHW: three-channel resizes are fastest so
+        # Alpha (clamped) and foreground residual side by side, NCHW: resized to full size in one call.
+        four_sm = y[:, 0:4].contiguous()
+        four_sm[:, 0:1].clamp_(0.0, 1.0)
+        pha_sm, fgr_res_sm = four_sm[:, 0:1], four_sm[:, 1:4]
         err_sm = y[:, 4:5].clamp(0.0, 1.0)
         B, _, H, W = src.shape
         if settings["refine_mode"] == "full":
             pha, fgr_res = self._refine_full(src, bgr, pha_sm, fgr_res_sm, y[:, 5:].relu())
             ref_sm = torch.ones((B, 1, H // 4, W // 4), device=src.device)
         else:
-            pha, fgr_res, ref_sm = self._refine_patches(src, bgr, y, pha_sm, fgr_res_sm, err_sm, settings)
+            pha, fgr_res, ref_sm = self._refine_patches(src, bgr, y, four_sm, err_sm, settings)
         pha = pha.clamp_(0.0, 1.0)
         # Written channels-last as it is summed: callers take the foreground as H x W x 3 images, and
         # transposing it here, in the pass the sum makes anyway, saves them a full-frame copy.
@@ -522,17 +524,18 @@ class Matter:
         idx = (tile * S + (r % S)[:, :, None]) * S + (c % S)[:, None, :]
         return conv2_map.view(-1, C)[idx.reshape(-1)].view(-1, win, win, C)
 
-    def _refine_patches(self, src, bgr, y, pha_sm, fgr_res_sm, err_sm, settings):
+    def _refine_patches(self, src, bgr, y, four_sm, err_sm, settings):
         """src, bgr: contiguous (B, 3, H, W); y: the raw decoder output (B, 37, h, w), which
-        this consumes. Returns full-size alpha and foreground residual (NCHW) with the selected
-        patches refined, and the (B, 1, H/4, W/4) selection."""
+        this consumes; four_sm: its clamped alpha and foreground residual (B, 4, h, w). Returns
+        full-size alpha and foreground residual (views of one NCHW (B, 4, H, W) tensor) with the
+        selected patches refined, and the (B, 1, H/4, W/4) selection."""
         B, _, H, W = src.shape
         hh, wh, hq, wq = H // 2, W // 2, H // 4, W // 4
         err_q = F.interpolate(err_sm, size=(hq, wq), mode="bilinear", align_corners=False)
         ref = select_patches(err_q, settings["refine_mode"], int(settings["refine_sample_pixels"]),
                              settings["refine_threshold"], self.prevent_oversampling)
-        pha = F.interpolate(pha_sm, size=(H, W), mode="bilinear", align_corners=False)
-        fgr_res = F.interpolate(fgr_res_sm, size=(H, W), mode="bilinear", align_corners=False)  # NCHW
+        four = F.interpolate(four_sm, size=(H, W), mode="bilinear", align_corners=False)
+        pha, fgr_res = four[:, 0:1], four[:, 1:4]
         idx = torch.nonzero(ref.squeeze(1))
         if idx.shape[0] == 0:
             return pha, fgr_res, ref
@@ -558,10 +561,7 @@ class Matter:
         mid = mid.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
         full = gather_planes((src, bgr), b, 4 * y - q, 4 * x - q, 2 * win)
         patches = self._stage2_convs(mid, full)  # (N, 4, 4, 4): alpha + foreground residual
-        for target, channels in ((pha, slice(0, 1)), (fgr_res, slice(1, 4))):
-            c = target.shape[1]
-            blocks = target.view(B, c, hq, 4, wq, 4).permute(0, 2, 4, 1, 3, 5)
-            blocks[b, y, x] = patches[:, channels]
+        four.view(B, 4, hq, 4, wq, 4).permute(0, 2, 4, 1, 3, 5)[b, y, x] = patches
         return pha, fgr_res, ref
 
     def _refine_full(self, src, bgr, pha_sm, fgr_res_sm, hid_sm):
