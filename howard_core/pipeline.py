@@ -293,6 +293,10 @@ def _matte(prepared: InBackground, plate, clean_plate, output, *, frames, kind, 
             def align_stage(item):
                 n, native, work = item
                 i = n - first
+                if n != todo[0]:
+                    # Only the first frame is aligned while torch loads: aligning more then slows the
+                    # import (both want the GIL) and with it the first frame.
+                    prepared.join()
                 if aligner is not None:
                     # No earlier frame's matte as the subject mask: which one is ready depends on thread
                     # timing and on where a farm chunk starts, so results would differ run to run. The
