@@ -17,6 +17,9 @@ import sys
 import threading
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
+# Environment variables this module set (not the user): child processes that should run as the user
+# would have them run (the benchmarks' other tools) are started without these.
+SET_HERE: set[str] = set()
 
 
 def limit_malloc_arenas(arenas: int = 1) -> bool:
@@ -60,6 +63,7 @@ def passive_openmp_waits() -> bool:
     if "torch" in sys.modules or os.environ.get("OMP_WAIT_POLICY"):
         return False
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    SET_HERE.add("OMP_WAIT_POLICY")
     return True
 
 

@@ -83,3 +83,15 @@ def test_bench_e2e_memory_in_clip_length(tmp_path, capsys):
     assert all(r["peak_rss_mib"] > 50 for r in mem["runs"])
     assert mem["peak_growth_mib"] == round(mem["runs"][1]["peak_rss_mib"] - mem["runs"][0]["peak_rss_mib"], 1)
     assert len(list((tmp_path / "long" / "howard_movie_png").glob("matte.*.png"))) == 6
+
+
+def test_other_tools_run_in_the_users_environment(monkeypatch):
+    from howard_core import runtime
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv("PYTHONPATH", "/somewhere")
+    monkeypatch.setattr(runtime, "SET_HERE", {"OMP_WAIT_POLICY"})  # as prepare_process leaves it
+    env = e2e.user_environment(drop=("PYTHONPATH",))
+    assert "OMP_WAIT_POLICY" not in env and "PYTHONPATH" not in env and env["PATH"] == os.environ["PATH"]
+    monkeypatch.setattr(runtime, "SET_HERE", set())  # the user's own setting is kept
+    assert e2e.user_environment()["OMP_WAIT_POLICY"] == "PASSIVE"

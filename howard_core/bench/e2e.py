@@ -128,13 +128,22 @@ def _first_file_watch(folder: Path, suffixes: tuple[str, ...], started: float, f
         time.sleep(0.01)
 
 
+def user_environment(drop=()) -> dict:
+    """This process's environment as the user gave it: without what `howard_core.runtime` set for this
+    process (each tool sets up its own), and without the names in `drop`."""
+    from howard_core.runtime import SET_HERE
+
+    return {k: v for k, v in os.environ.items() if k not in SET_HERE and k not in drop}
+
+
 def run_process(cmd: list[str], out_dir: Path, suffixes: tuple[str, ...], cwd=None, env=None) -> dict:
-    """Run `cmd` to exit: wall seconds, time to the first output file in `out_dir`, peak RSS (MiB),
-    CPU seconds (user+system of the process and its children)."""
+    """Run `cmd` to exit in `env` (default: `user_environment()`): wall seconds, time to the first
+    output file in `out_dir`, peak RSS (MiB), CPU seconds (user+system of the process and its children)."""
     found: dict = {}
     stop = threading.Event()
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=cwd, env=user_environment() if env is None else env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)
     watcher = threading.Thread(target=_first_file_watch, args=(out_dir, suffixes, started, found, stop), daemon=True)
     watcher.start()
@@ -248,8 +257,7 @@ def run_official(code: Path, python: str, inputs: dict, checkpoint: Path, backbo
            "--model-checkpoint", str(checkpoint), "--video-src", inputs["movie"], "--video-bgr", inputs["clean"],
            "--device", "cpu", "--preprocess-alignment", "--output-dir", str(out_dir), "--output-types", kind,
            "--output-format", "image_sequences"]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    res = run_process(cmd, out_dir / kind, (".png", ".jpg"), cwd=code, env=env)
+    res = run_process(cmd, out_dir / kind, (".png", ".jpg"), cwd=code, env=user_environment(drop=("PYTHONPATH",)))
     res.pop("stdout")
     files = sorted((out_dir / kind).iterdir())
     return {"tool": "official", "input": "movie", "output": f"{kind} ({OFFICIAL_OUTPUTS[kind]})", **res,
