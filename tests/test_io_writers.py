@@ -6,6 +6,7 @@ import os
 import numpy as np
 import OpenImageIO as oiio
 import pytest
+from test_io_sinks import read_back
 from test_pipeline import constant_model
 
 from howard_core.errors import HowardError
@@ -17,14 +18,10 @@ W, H = 160, 96
 
 
 def _read(path):
-    config = oiio.ImageSpec()
-    config.attribute("oiio:UnassociatedAlpha", 1)  # the codes as stored, no premultiply on read
-    inp = oiio.ImageInput.open(str(path), config)
-    assert inp is not None, oiio.geterror()
-    spec = inp.spec()
-    data = np.asarray(inp.read_image(0, 0, 0, spec.nchannels, spec.format))
-    inp.close()
-    return data.reshape(spec.height, spec.width, spec.nchannels), spec
+    """(integer codes HxWxC as stored, spec): the sinks tests' float read-back, scaled back to codes."""
+    pixels, _, spec = read_back(path)
+    top = 255 if spec.format == oiio.UINT8 else 65535
+    return np.rint(pixels * top).astype(np.uint8 if top == 255 else np.uint16), spec
 
 
 def _frame():
