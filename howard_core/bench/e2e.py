@@ -143,9 +143,8 @@ def run_process(cmd: list[str], out_dir: Path, suffixes: tuple[str, ...], cwd=No
     found: dict = {}
     stop = threading.Event()
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=user_environment() if env is None else env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=user_environment() if env is None else env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     watcher = threading.Thread(target=_first_file_watch, args=(out_dir, suffixes, started, found, stop), daemon=True)
     watcher.start()
     # Drain both pipes as the process writes them, so a chatty process never blocks on a full pipe.
