@@ -139,7 +139,7 @@ def _add_matte_options(p: argparse.ArgumentParser) -> None:
 def cmd_matte(args) -> int:
     from howard_core.runtime import import_in_background
 
-    import_in_background("howard_core.model")  # torch, the slowest import, beside the I/O modules'
+    import_in_background("howard_core.model")  # torch, the slowest import, alongside the I/O modules
     from howard_core.io import parse_frames
     from howard_core.pipeline import matte
 

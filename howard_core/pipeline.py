@@ -40,12 +40,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import howard_core
 from howard_core.errors import HowardError
 from howard_core.runtime import CpuBudget, InBackground, cpu_cores
+
+if TYPE_CHECKING:  # torch is imported when a job starts (on its own thread), not with this module
+    import torch
 
 LAYERS = ("fg", "err", "ref", "bg")
 OUTPUT_KINDS = {".exr": "exr", ".png": "png", ".mov": "prores"}
@@ -173,7 +177,7 @@ class _Stage(threading.Thread):
                 _put(self.outbox, _END, self.stop)
 
 
-def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:  # noqa: F821 - torch is imported lazily
+def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
     """HxWx3 float32 arrays -> (B, 3, H, W) view in channels-last memory (Matter makes the one copy it needs)."""
     import torch
 

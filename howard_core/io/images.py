@@ -208,9 +208,8 @@ def write_image(
     `pixel_type` is an OIIO type (`oiio.HALF`, `oiio.UINT8`, `oiio.UINT16`); integer
     types take 0..1 floats and are clamped and rounded by OIIO. float16 pixels for a HALF
     file, and uint8/uint16 codes for a UINT8/UINT16 file, are stored as they are, with no conversion.
-    Pixels are written as given: pass
-    `{"oiio:UnassociatedAlpha": 1}` for straight alpha in formats (PNG) that OIIO would
-    otherwise un-premultiply on write.
+    Pixels are written as given: pass `{"oiio:UnassociatedAlpha": 1}` for straight alpha in
+    formats (PNG) that OIIO would otherwise un-premultiply on write.
     """
     pixels = np.asarray(pixels)
     keep = pixels.dtype in (np.float16, np.uint8, np.uint16)  # already in a file type: no conversion
