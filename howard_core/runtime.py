@@ -117,7 +117,8 @@ class CpuBudget:
     inference gets the rest, rounded up where it is more than a little over a whole core: on
     2 cores, 2 threads when the other stages cost less per frame than the matte itself, else 1.
     `fixed` (a user's --threads) switches the measuring off. `threads` is the count for the next
-    frame; `summary()` says what was decided, for the run report.
+    frame; `summary()` says what was decided, for the run report (its per-frame figures are the
+    last window's: at the end of a clip the reader and aligner have already finished).
     """
 
     WINDOW = 4  # frames the estimates are taken over

@@ -278,8 +278,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="howard bench e2e", description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=12, help="plate frames (default 12)")
     ap.add_argument("--size", type=_size, default=(1920, 1080), help="frame size (default 1920x1080)")
-    ap.add_argument("--inputs", type=lambda t: _choices(t, INPUTS, "--inputs"), default=list(INPUTS))
-    ap.add_argument("--outputs", type=lambda t: _choices(t, OUTPUTS, "--outputs"), default=list(OUTPUTS))
+    ap.add_argument("--inputs", type=lambda t: _choices(t, INPUTS, "--inputs"), default=list(INPUTS),
+                    help="comma list of movie,sequence (default: both)")
+    ap.add_argument("--outputs", type=lambda t: _choices(t, OUTPUTS, "--outputs"), default=list(OUTPUTS),
+                    help="comma list of png,exr,alpha (default: all three)")
     ap.add_argument("--official", help="folder of the official BackgroundMattingV2 code, run side by side")
     ap.add_argument("--official-python", default=sys.executable,
                     help="Python with the official code's dependencies (default: this one)")
