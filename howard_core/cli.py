@@ -8,7 +8,7 @@
     howard export-nuke -o FILE [--model M]                TorchScript for Nuke's Inference node
     howard train ... | howard eval ...                    training and evaluation (see --help)
     howard train bundle RUN                               a finished run -> the bundled default weights
-    howard bench model|align|pipeline                     benchmarks printing JSON
+    howard bench model|align|pipeline|e2e                 benchmarks printing JSON
 
 Any failure a user can fix prints one line, `howard: error: ...`, and exits 2.
 """
@@ -119,7 +119,7 @@ def _add_output_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
         p.add_argument("--format", choices=["exr", "png", "alpha", "prores"], help="output kind (default: from -o)"),
         p.add_argument("--layers", help="extra EXR layers, comma list of fg,err,ref,bg"),
         p.add_argument("--compression", help="EXR codec: none, rle, zips, zip (default), piz, pxr24, or lossy b44, "
-                       "b44a (alpha too), dwaa, dwab (colour only)"),
+                       "b44a (alpha too), dwaa, dwab (colour only); PNG: zlib level 0-9 (default 1, 9 smallest)"),
     ]
 
 
@@ -190,6 +190,9 @@ def _security(args):
 
 
 def cmd_matte(args) -> int:
+    from howard_core.runtime import import_in_background
+
+    import_in_background("howard_core.model")  # torch, the slowest import, alongside the I/O modules
     from howard_core import matte
     from howard_core.io import parse_frames
 
@@ -516,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("eval", cmd_eval, "evaluate weights on a held-out synthetic set (JSON)")):
         p = sub.add_parser(name, help=text, add_help=False)
         if name == "bench":
-            p.add_argument("what", choices=["model", "align", "pipeline", "farm"])
+            p.add_argument("what", choices=["model", "align", "pipeline", "e2e", "farm"])
         p.set_defaults(func=func, passthrough=True)
     return ap
 

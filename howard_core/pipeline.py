@@ -11,10 +11,16 @@ atomic writes, progress, QC). Frames whose outputs are complete are skipped with
 `resume=True`; every chunk maps plate time to clean-plate time over the whole
 clip, so `frames` chunks on a farm are independent and agree with a full run.
 
-CPU budget: inference on the CPU gets one core fewer than the process may use
-(`inference_threads`), so the other stages are not starved by spinning OpenMP
-workers. Long runs should start their process with `howard_core.runtime.prepare_process()`
-(the `howard` command does) so frames freed across threads do not fragment malloc arenas.
+Start-up: torch is imported and the model loaded and prepared on a thread of its own
+(`runtime.InBackground`) while the inputs open and the first frames are read and aligned.
+
+CPU budget: how many threads inference gets on the CPU is measured, not fixed: it starts
+with every core the process may use (within torch's setting, so OMP_NUM_THREADS and farm
+slot limits hold) and follows, frame by frame, what the reader, aligner and writer cost
+on this run (`runtime.CpuBudget`); the report's `settings.cpu_budget` says what was chosen.
+Long runs should start their process with `howard_core.runtime.prepare_process()` (the
+`howard` command does) so frames freed across threads do not fragment malloc arenas and
+idle OpenMP workers do not spin.
 
 Colour: the network sees display-referred sRGB 0..1 (`FrameSource.read`). The
 foreground is written back in the plate's own space; where the plate held values
@@ -34,13 +40,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 import howard_core
 from howard_core.errors import HowardError
-from howard_core.runtime import cpu_cores
+from howard_core.runtime import CpuBudget, InBackground, cpu_cores
+
+if TYPE_CHECKING:  # torch is imported when a job starts (on its own thread), not with this module
+    import torch
 
 LAYERS = ("fg", "err", "ref", "bg")
 OUTPUT_KINDS = {".exr": "exr", ".png": "png", ".mov": "prores"}
@@ -103,6 +112,7 @@ def versions() -> dict:
     """Versions of Howard and the libraries it runs on, for reports and `howard info`."""
     import cv2
     import OpenImageIO
+    import torch
 
     return {"howard": howard_core.__version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "opencv": cv2.__version__, "openimageio": OpenImageIO.__version__,
@@ -133,6 +143,7 @@ class _Stage(threading.Thread):
         self.fn, self.inbox, self.outbox, self.stop, self.items = fn, inbox, outbox, stop, items
         self.error: BaseException | None = None
         self.seconds = 0.0
+        self.cpu_seconds = 0.0  # this thread's own CPU time in fn, for the CPU budget
 
     def _source(self):
         if self.items is not None:
@@ -152,9 +163,10 @@ class _Stage(threading.Thread):
             for item in self._source():
                 if self.stop.is_set():
                     return
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.thread_time()
                 result = self.fn(item)
                 self.seconds += time.perf_counter() - start
+                self.cpu_seconds += time.thread_time() - cpu
                 if self.outbox is not None:
                     _put(self.outbox, result, self.stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
@@ -167,6 +179,8 @@ class _Stage(threading.Thread):
 
 def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
     """HxWx3 float32 arrays -> (B, 3, H, W) view in channels-last memory (Matter makes the one copy it needs)."""
+    import torch
+
     batch = frames[0][None] if len(frames) == 1 else np.stack(frames)  # one frame: no stacking copy
     return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
@@ -201,15 +215,12 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
     missing: error|hold for missing plate frames. resume: skip frames already complete.
     align: False when the clean plate already lines up (locked-off camera). window,
     clean_offset, clean_scale: clean-plate candidate search (see `howard_core.align`).
-    threads: CPU threads for inference on the CPU (default: one core fewer than this process
-    may use, so decoding, alignment and writing run beside it; see `inference_threads`).
+    threads: CPU threads for inference on the CPU (default: measured per frame, between one and
+    torch's setting within the cores this process may use; see `runtime.CpuBudget`).
     progress: called with one dict per event ("start", "frame", "done").
     queue_size: frames waiting between two stages (each HD frame in flight holds 50-100 MB;
     on 2 cores a queue of 1 or 2 ran as fast as 3 and peaked 60-210 MiB lower).
     """
-    from howard_core.io import open_sink, open_source, resize_to, write_json_atomic
-    from howard_core.model import Matter
-
     layers = tuple(layers)
     unknown = [name for name in layers if name not in LAYERS]
     if unknown:
@@ -222,15 +233,40 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
         raise HowardError(f"queue size must be at least 1, got {queue_size}")
     kind = output_kind(output, kind)
     started = time.time()
+    # Importing torch and loading the model take longer than opening the inputs and reading and
+    # aligning the first frame: the two run side by side, and inference waits only for what is left.
+    prepared = InBackground(_prepare_matter, model, device=device, precision=precision, preset=preset,
+                            backbone_scale=backbone_scale, refine_mode=refine_mode, refine_sample_pixels=sample_pixels,
+                            refine_threshold=refine_threshold)
+    try:
+        return _matte(prepared, plate, clean_plate, output, frames=frames, kind=kind, layers=layers,
+                      colorspace=colorspace, clean_colorspace=clean_colorspace, ocio_config=ocio_config,
+                      missing=missing, resume=resume, align=align, window=window, clean_offset=clean_offset,
+                      clean_scale=clean_scale, batch_size=batch_size, threads=threads, report=report,
+                      progress=progress, queue_size=queue_size, compression=compression, started=started)
+    finally:
+        prepared.join()  # on a failure, never leave the loader running into interpreter shutdown
+
+
+def _prepare_matter(model, **settings):
+    """(network, Matter) for `matte`: the model resolved (see `resolve_model`) and prepared once."""
+    from howard_core.model import Matter
+    from howard_core.model.network import MattingBase
+
+    net = resolve_model(model)
+    # A model loaded here is only for this Matter: no need to copy it. A caller's model stays untouched.
+    return net, Matter(net, copy_model=isinstance(model, MattingBase), **settings)
+
+
+def _matte(prepared: InBackground, plate, clean_plate, output, *, frames, kind, layers, colorspace,
+           clean_colorspace, ocio_config, missing, resume, align, window, clean_offset, clean_scale, batch_size,
+           threads, report, progress, queue_size, compression, started) -> dict:
+    from howard_core.io import open_sink, open_source, resize_to, write_json_atomic
 
     with open_source(plate, frames=frames, colorspace=colorspace, ocio_config=ocio_config,
                      missing=missing) as src, \
          open_source(clean_plate, colorspace=_clean_colorspace(plate, clean_plate, colorspace, clean_colorspace),
                      ocio_config=ocio_config) as clean:
-        net = resolve_model(model)
-        matter = Matter(net, device=device, precision=precision, preset=preset, backbone_scale=backbone_scale,
-                        refine_mode=refine_mode, refine_sample_pixels=sample_pixels,
-                        refine_threshold=refine_threshold)
         sink = open_sink(output, kind, like=src, layers=layers, compression=compression)
         try:
             check_not_clean_plate(sink, clean, src.frame_numbers)
@@ -256,10 +292,6 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
                 scale = clean_scale if clean_scale is not None else (
                     (len(clean_numbers) - 1) / (plate_count - 1) if plate_count > 1 else 1.0)
             qc: list[dict] = []
-            info = {"event": "start", "total": len(todo), "skipped": skipped, "output": sink.display,
-                    "model": _model_info(net, matter), "plate": str(plate), "clean_plate": str(clean_plate)}
-            if progress:
-                progress(info)
 
             def read(n):
                 native = src.read_native(n)
@@ -268,6 +300,10 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
             def align_stage(item):
                 n, native, work = item
                 i = n - first
+                if n != todo[0]:
+                    # Only the first frame is aligned while torch loads: aligning more then slows the
+                    # import (both want the GIL) and with it the first frame.
+                    prepared.join()
                 if aligner is not None:
                     # No earlier frame's matte as the subject mask: which one is ready depends on thread
                     # timing and on where a farm chunk starts, so results would differ run to run. The
@@ -291,28 +327,33 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
             def for_writer(item, alpha, fg, err, ref):
                 # Only what the writer will use waits in its queue: at HD each dropped plane is 8-25 MB.
                 n, native, work, bg, frame_qc, flagged = item
-                out = (alpha, fg, err if "err" in layers else None, ref if "ref" in layers else None,
-                       int(ref.sum()) // 16)
+                # Without the err/ref layers inference skipped the full-size maps; ref is then per patch.
+                refined = int(ref.sum()) // 16 if ref.shape == alpha.shape else int(ref.sum())
+                out = (alpha, fg, err if "err" in layers else None, ref if "ref" in layers else None, refined)
                 return n, native, work if keep_work else None, bg if "bg" in layers else None, frame_qc, flagged, out
 
             def write_stage(item):
                 n, native, work, bg, frame_qc, flagged, out = item
                 alpha, fg, err, ref, refined = out
-                fg_native = src.from_working(fg)
-                residual = src.converter.clipped_away(native, work)
-                if residual is not None:
-                    residual *= alpha[..., None]
-                    fg_native += residual
-                extra = {}
-                if "fg" in layers:
-                    extra["fg"] = fg_native
-                if "err" in layers:
-                    extra["err"] = err
-                if "ref" in layers:
-                    extra["ref"] = ref
-                if "bg" in layers:
-                    extra["bg"] = src.from_working(bg)
-                sink.write(n, fg_native, alpha, extra)
+                residual = None if sink.kind == "alpha" else src.converter.clipped_away(native, work)
+                if sink.stores_working and residual is None and src.converter.is_fast:
+                    # PNG/ProRes store the working colour: to the plate's space and back would only round it.
+                    sink.write(n, None, alpha, working=fg)
+                else:
+                    fg_native = src.from_working(fg)
+                    if residual is not None:
+                        residual *= alpha[..., None]
+                        fg_native += residual
+                    extra = {}
+                    if "fg" in layers:
+                        extra["fg"] = fg_native
+                    if "err" in layers:
+                        extra["err"] = err
+                    if "ref" in layers:
+                        extra["ref"] = ref
+                    if "bg" in layers:
+                        extra["bg"] = src.from_working(bg)
+                    sink.write(n, fg_native, alpha, extra)
                 record = {"frame": n, **frame_qc, "alpha_mean": round(float(alpha.mean()), 5),
                           "refined_patches": refined, "flagged": flagged, "output": sink.path_for(n)}
                 qc.append(record)
@@ -332,14 +373,33 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
                       _Stage("write", write_stage, q_write, None, stop)]
             for stage in stages:
                 stage.start()
-            torch_threads = torch.get_num_threads()
-            n_threads = inference_threads(threads) if matter.device.type == "cpu" else torch_threads
+            torch_threads = None
             try:
-                torch.set_num_threads(n_threads)
-                _infer(matter, q_aligned, q_write, stop, batch_size, timings, for_writer)
+                net, matter = prepared.result()
+                info = {"event": "start", "total": len(todo), "skipped": skipped, "output": sink.display,
+                        "model": _model_info(net, matter), "plate": str(plate), "clean_plate": str(clean_plate)}
+                if progress:
+                    progress(info)
+                import torch
+
+                torch_threads = torch.get_num_threads()
+                if matter.device.type == "cpu":
+                    # The first frames get every core: nothing is known yet of what the others cost, and
+                    # until the first frame is out the other stages mostly wait for inference anyway.
+                    ceiling = min(torch_threads, cpu_cores())
+                    budget = CpuBudget(cpu_cores(), ceiling, ceiling if threads is None else threads, fixed=threads)
+                else:  # inference waits on the GPU: the CPU's threads are not what limits it
+                    budget = CpuBudget(cpu_cores(), torch_threads, torch_threads, fixed=torch_threads)
+
+                def others_cpu() -> float:
+                    return sum(stage.cpu_seconds for stage in stages)
+
+                _infer(matter, q_aligned, q_write, stop, batch_size, timings, for_writer, budget, others_cpu,
+                       maps="err" in layers or "ref" in layers)
                 stages[2].join()  # the writer ends after the last frame, or at once on a failure
             finally:
-                torch.set_num_threads(torch_threads)
+                if torch_threads is not None:
+                    torch.set_num_threads(torch_threads)
                 stop.set()
                 for stage in stages:
                     stage.join()
@@ -359,7 +419,10 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
             "output_kind": kind, "layers": list(layers), "frames_done": len(todo), "frames_skipped": skipped,
             "model": _model_info(net, matter),
             "settings": {"device": str(matter.device), "precision": str(matter.dtype).replace("torch.", ""),
-                         "batch_size": batch_size, "threads": n_threads, "compression": sink.compression,
+                         "batch_size": batch_size, "threads": budget.most_used(), "cpu_budget": {
+                             **budget.summary(), "stage_cpu_s": {name: round(st.cpu_seconds, 3) for name, st in
+                                                                 zip(("read", "align", "write"), stages, strict=True)}},
+                         "compression": sink.compression,
                          "align": align, "window": window,
                          "clean_offset": clean_offset, "clean_scale": clean_scale, "colorspace": src.colorspace,
                          "clean_colorspace": clean.colorspace, "missing": missing, "resume": resume},
@@ -379,19 +442,6 @@ def matte(plate, clean_plate, output, *, frames: list[int] | None = None, kind: 
                       "fps": rep["timing"]["fps"], "report": str(path), "output": sink.display,
                       "flagged_frames": rep["flagged_frames"]})
         return rep
-
-
-def inference_threads(requested: int | None = None) -> int:
-    """CPU threads `matte` gives inference: `requested`, else one core fewer than this process may use
-    (at most torch's current setting, so OMP_NUM_THREADS and farm slot limits hold).
-
-    The reader, aligner and writer threads need CPU too. Given every core, PyTorch's OpenMP
-    workers spin-wait for the next operation on cores those threads are waiting for: on
-    2 cores, HD frames went 1.9 -> 2.4 fps with one inference thread instead of two.
-    """
-    if requested is not None:
-        return int(requested)
-    return max(1, min(torch.get_num_threads(), cpu_cores() - 1))
 
 
 def _json_default(value):
@@ -416,11 +466,18 @@ def _model_info(net, matter) -> dict:
 
 
 def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event, batch_size: int,
-           timings: dict, pack) -> None:
+           timings: dict, pack, budget: CpuBudget, others_cpu: Callable[[], float], maps: bool = True) -> None:
     """Inference on the calling thread: batches of same-size frames through `matter`; each frame goes
-    on as pack(item, alpha HxW, foreground HxWx3, error HxW, refinement HxW), numpy float32."""
+    on as pack(item, alpha HxW, foreground HxWx3, error HxW, refinement HxW), numpy float32. After each
+    batch `budget` hears what it and the other stages (`others_cpu()`: their CPU seconds so far) cost,
+    and the threads for the next batch follow from it. `maps`: whether the full-size error and
+    refinement maps are wanted (else error is None and refinement per 4x4 patch)."""
+    import torch
+
+    torch.set_num_threads(budget.threads)
     batch: list = []
     ended = False
+    last_done, last_cpu = None, others_cpu()
     while not ended:
         try:
             item = inbox.get(timeout=0.1)
@@ -434,14 +491,20 @@ def _infer(matter, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Even
             batch.append(item)
         if batch and (ended or len(batch) >= batch_size):
             start = time.perf_counter()
-            out = matter(_to_tensor([b[2] for b in batch]), _to_tensor([b[3] for b in batch]))
+            out = matter(_to_tensor([b[2] for b in batch]), _to_tensor([b[3] for b in batch]), maps=maps)
             # From a GPU to the host once per batch (a no-op on the CPU), inside the timing: on a GPU
             # this is where the wait for its kernels happens.
-            out = type(out)(*(t.cpu() for t in out))
+            out = type(out)(*(None if t is None else t.cpu() for t in out))
             timings["matte"] += time.perf_counter() - start
             for k, item_k in enumerate(batch):
                 alpha = out.alpha[k, 0].numpy()
                 fg = np.ascontiguousarray(out.foreground[k].permute(1, 2, 0).numpy())
-                _put(outbox, pack(item_k, alpha, fg, out.error[k, 0].numpy(), out.refinement[k, 0].numpy()), stop)
+                err = None if out.error is None else out.error[k, 0].numpy()
+                _put(outbox, pack(item_k, alpha, fg, err, out.refinement[k, 0].numpy()), stop)
+            now, cpu = time.perf_counter(), others_cpu()
+            threads = budget.threads
+            if budget.record(cpu - last_cpu, None if last_done is None else now - last_done, len(batch)) != threads:
+                torch.set_num_threads(budget.threads)
+            last_done, last_cpu = now, cpu
             batch = []
     _put(outbox, _END, stop)

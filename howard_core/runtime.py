@@ -1,16 +1,25 @@
-"""Process-wide settings a long streaming job needs from the start, before it starts any thread.
+"""Process-wide settings a long streaming job needs from the start, and how it shares the CPU.
 
-The `howard` command applies them first thing; scripts that call `howard_core.matte` on a farm
-can call `prepare_process()` at their own start (or set MALLOC_ARENA_MAX=1 in the environment).
+The `howard` command applies `prepare_process()` first thing; scripts that call `howard_core.matte`
+on a farm can call it at their own start (or set MALLOC_ARENA_MAX=1 and OMP_WAIT_POLICY=PASSIVE in
+the environment). `CpuBudget` decides, frame by frame, how many threads inference gets from what
+the job's other stages cost on this run; `InBackground` runs one call (the model's loading) beside
+the rest of start-up.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
+import math
 import os
 import sys
+import threading
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
+# Environment variables this module set (not the user): child processes that should run as the user
+# would have them run (the benchmarks' other tools) are started without these.
+SET_HERE: set[str] = set()
 
 
 def limit_malloc_arenas(arenas: int = 1) -> bool:
@@ -42,6 +51,114 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def passive_openmp_waits() -> bool:
+    """Make OpenMP worker threads sleep instead of spinning when they wait; True if set here.
+
+    PyTorch's OpenMP (libgomp) workers spin between operations by default. Beside the pipeline's
+    reader, aligner and writer threads, or on a machine other jobs share, the spinning takes the
+    cores those threads need: on a busy 2-core machine one HD frame through `Matter` on 2 threads
+    took a median 3.2-3.8 s spinning and 0.3-0.8 s passive (1 thread: 0.38-0.83 s). OpenMP reads the
+    setting when torch loads, so it must come first; an explicit OMP_WAIT_POLICY is left alone.
+    """
+    if "torch" in sys.modules or os.environ.get("OMP_WAIT_POLICY"):
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    SET_HERE.add("OMP_WAIT_POLICY")
+    return True
+
+
 def prepare_process() -> None:
     """Everything this module sets up for a long job; call it once, first."""
     limit_malloc_arenas()
+    passive_openmp_waits()
+
+
+class InBackground(threading.Thread):
+    """`fn(*args, **kwargs)` started on its own thread at once; `result()` waits and returns its value
+    or raises its exception. For start-up work (importing torch, loading and preparing the model)
+    that can run while the main thread opens the inputs."""
+
+    def __init__(self, fn, *args, **kwargs):
+        super().__init__(name="howard-prepare", daemon=True)
+        self._call = (fn, args, kwargs)
+        self._value = self._error = None
+        self.start()
+
+    def run(self) -> None:
+        fn, args, kwargs = self._call
+        try:
+            self._value = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result() in the caller's thread
+            self._error = exc
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def import_in_background(*modules: str) -> InBackground:
+    """Start importing `modules` (e.g. the model package, which imports torch: about a second) on
+    a thread of their own; a later import of them in any thread waits for that one to finish."""
+    import importlib
+
+    return InBackground(lambda: [importlib.import_module(m) for m in modules])
+
+
+class CpuBudget:
+    """How many CPU threads inference gets, decided from what the other stages cost on this run.
+
+    The reader, aligner and writer each run on a thread of their own beside inference. After each
+    frame, `record(others_cpu_s, frame_s)` is given the CPU seconds those threads used for it
+    (all of them together) and the wall seconds between two frames leaving inference; both are
+    summed over the last `WINDOW` frames (stages finish items in lumps, a queue apart). The other
+    stages then keep `others / period` cores busy, and
+    inference gets the rest, rounded up where it is more than a little over a whole core: on
+    2 cores, 2 threads when the other stages cost less per frame than the matte itself, else 1.
+    `fixed` (a user's --threads) switches the measuring off. `threads` is the count for the next
+    frame; `summary()` says what was decided, for the run report (its per-frame figures are the
+    last window's: at the end of a clip the reader and aligner have already finished).
+    """
+
+    WINDOW = 4  # frames the estimates are taken over
+    MARGIN = 0.15  # free core share below which inference gets no extra thread
+
+    def __init__(self, cores: int, ceiling: int, start: int, fixed: int | None = None):
+        self.cores, self.ceiling = max(1, cores), max(1, ceiling)
+        self.fixed = fixed
+        self.threads = fixed if fixed is not None else max(1, min(start, self.ceiling))
+        self.others_s = self.period_s = None
+        self._recent: collections.deque = collections.deque(maxlen=self.WINDOW)
+        self.frames_at: dict[int, int] = {}  # threads -> frames inferred with that many
+        self.changes: list[list[int]] = [[0, self.threads]]  # [frame index, threads from then on]
+        self._frames = 0
+
+    def record(self, others_cpu_s: float, frame_s: float | None, frames: int = 1) -> int:
+        self.frames_at[self.threads] = self.frames_at.get(self.threads, 0) + frames
+        self._frames += frames
+        if frame_s is None or frame_s <= 0:  # the first frame's period includes start-up
+            return self.threads
+        self._recent.append((others_cpu_s, frame_s, frames))
+        count = sum(r[2] for r in self._recent)
+        self.others_s = sum(r[0] for r in self._recent) / count
+        self.period_s = sum(r[1] for r in self._recent) / count
+        if self.fixed is None:
+            free = self.cores - self.others_s / self.period_s
+            wanted = max(1, min(self.ceiling, math.ceil(free - self.MARGIN)))
+            if wanted != self.threads:
+                self.threads = wanted
+                self.changes.append([self._frames, wanted])
+        return self.threads
+
+    def most_used(self) -> int:
+        return max(self.frames_at, key=self.frames_at.get) if self.frames_at else self.threads
+
+    def summary(self) -> dict:
+        return {"mode": "fixed" if self.fixed is not None else "measured", "cores": self.cores,
+                "ceiling": self.ceiling, "threads": self.most_used(),
+                "frames_by_threads": {str(k): v for k, v in sorted(self.frames_at.items())},
+                "changes": self.changes,
+                "other_stages_cpu_s_per_frame": None if self.others_s is None else round(self.others_s, 3),
+                "frame_period_s": None if self.period_s is None else round(self.period_s, 3),
+                "openmp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}

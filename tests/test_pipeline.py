@@ -329,19 +329,20 @@ def test_inference_threads_are_recorded_and_restored(tmp_path, small_shot, monke
     clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in small_shot.clean], 1)
     before = torch.get_num_threads()
     seen = []
-    real_infer = pipeline._infer
-    monkeypatch.setattr(pipeline, "_infer", lambda *a: (seen.append(torch.get_num_threads()), real_infer(*a)))
+    real_to_tensor = pipeline._to_tensor  # called by inference for every batch, as it runs
+    monkeypatch.setattr(pipeline, "_to_tensor", lambda f: (seen.append(torch.get_num_threads()), real_to_tensor(f))[1])
     rep = matte(plate, clean, tmp_path / "one", model=constant_model(0.5), align=False, threads=1)
-    assert rep["settings"]["threads"] == 1 and seen == [1]
+    assert rep["settings"]["threads"] == 1 and set(seen) == {1} and len(seen) == 8
+    assert rep["settings"]["cpu_budget"]["mode"] == "fixed"
     assert torch.get_num_threads() == before  # the caller's setting comes back
-    # The default leaves a core to the reader, aligner and writer, within torch's own setting.
-    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    assert pipeline.inference_threads() == 3 and pipeline.inference_threads(5) == 5
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert pipeline.inference_threads() == 2
+    # Measured by default: within the cores this process may use (one here) and torch's setting.
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert pipeline.inference_threads() == 1
+    seen.clear()
+    rep = matte(plate, clean, tmp_path / "auto", model=constant_model(0.5), align=False)
+    budget = rep["settings"]["cpu_budget"]
+    assert budget["mode"] == "measured" and budget["cores"] == 1 and budget["ceiling"] == 1
+    assert set(seen) == {1} and rep["settings"]["threads"] == 1 and budget["frames_by_threads"] == {"1": 4}
+    assert torch.get_num_threads() == before
     with pytest.raises(HowardError, match="threads must be at least 1"):
         matte(plate, clean, tmp_path / "bad", model=constant_model(0.5), threads=0)
     with pytest.raises(HowardError, match="queue size must be at least 1"):

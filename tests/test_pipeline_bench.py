@@ -18,7 +18,8 @@ def test_bench_pipeline_prints_consistent_json(tmp_path, capsys):
     assert set(tp["stage_seconds"]) == {"wall_s", "read_s", "align_s", "matte_s", "write_s"}
     bound, cpu = tp["cpu_bound"], tp["cpu_s_per_frame"]
     assert bound["cores"] >= 1 and 0 < bound["cores_busy"]
-    assert abs(bound["ratio_ceiling"] - cpu["model_only"] / cpu["pipeline"]) < 0.01
+    # Relative: the per-frame CPU figures are rounded to 3 decimals, which at tiny sizes is a few percent.
+    assert abs(bound["ratio_ceiling"] - cpu["model_only"] / cpu["pipeline"]) < 0.03 * bound["ratio_ceiling"]
     assert abs(bound["pipeline_fps_ceiling"] - bound["cores"] / cpu["pipeline"]) < 0.05 * bound["pipeline_fps_ceiling"]
     # The inputs it wrote and the outputs of its timed run are real files.
     assert len(list((tmp_path / "hd" / "plate").glob("plate.*.exr"))) == 2

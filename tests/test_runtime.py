@@ -54,3 +54,56 @@ def test_an_explicit_environment_setting_is_left_alone(monkeypatch):
 def test_cpu_cores_follow_the_affinity_mask(monkeypatch):
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
     assert runtime.cpu_cores() == 3
+
+
+def test_openmp_waits_go_passive_before_torch_only(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setitem(sys.modules, "torch", None)  # already imported: too late to matter
+    assert runtime.passive_openmp_waits() is False and "OMP_WAIT_POLICY" not in runtime.os.environ
+    monkeypatch.delitem(sys.modules, "torch")
+    assert runtime.passive_openmp_waits() is True and runtime.os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert runtime.passive_openmp_waits() is False and runtime.os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_the_howard_command_starts_torch_with_passive_openmp_waits():
+    code = ("import os, sys; from howard_core.runtime import prepare_process; prepare_process(); import torch; "
+            "print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in runtime.os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "PASSIVE"
+
+
+def _feed(budget, frames, others_s, period_s):
+    for _ in range(frames):
+        budget.record(others_s, period_s)
+    return budget.threads
+
+
+def test_cpu_budget_gives_inference_the_cores_the_other_stages_leave():
+    budget = runtime.CpuBudget(cores=2, ceiling=2, start=1)
+    budget.record(5.0, None)  # the first frame's period includes start-up: it decides nothing
+    assert budget.threads == 1
+    # Cheap other stages (0.1 CPU-s per 0.4 s frame): 1.75 cores free, inference gets both.
+    assert _feed(budget, 4, 0.1, 0.4) == 2
+    # Costly ones (0.5 CPU-s per 0.4 s frame keep 1.25 cores busy): back to one thread.
+    assert _feed(budget, 4, 0.5, 0.4) == 1
+    summary = budget.summary()
+    # Each change comes once the recent frames show it (over a window of 4 frames).
+    assert summary["mode"] == "measured" and summary["changes"] == [[0, 1], [2, 2], [8, 1]]
+    assert summary["frames_by_threads"] == {"1": 3, "2": 6} and summary["threads"] == 2
+    assert summary["other_stages_cpu_s_per_frame"] == 0.5 and summary["frame_period_s"] == 0.4
+    # Never above the ceiling (torch's setting), never below one.
+    wide = runtime.CpuBudget(cores=8, ceiling=3, start=7)
+    assert wide.threads == 3 and _feed(wide, 4, 0.0, 0.2) == 3 and _feed(wide, 4, 4.0, 0.2) == 1
+
+
+def test_cpu_budget_fixed_by_the_user_never_moves():
+    budget = runtime.CpuBudget(cores=2, ceiling=2, start=1, fixed=2)
+    assert _feed(budget, 6, 1.9, 1.0) == 2 and budget.summary()["mode"] == "fixed"
+
+
+def test_in_background_returns_or_raises_in_the_caller():
+    assert runtime.InBackground(lambda a, b=0: a + b, 2, b=3).result() == 5
+    with pytest.raises(ValueError, match="bad"):
+        runtime.InBackground(lambda: (_ for _ in ()).throw(ValueError("bad"))).result()

@@ -220,12 +220,13 @@ def write_image(
 
     `pixel_type` is an OIIO type (`oiio.HALF`, `oiio.UINT8`, `oiio.UINT16`); integer
     types take 0..1 floats and are clamped and rounded by OIIO. float16 pixels for a HALF
-    file are stored as they are, with no conversion. Pixels are written as given: pass
-    `{"oiio:UnassociatedAlpha": 1}` for straight alpha in formats (PNG) that OIIO would
-    otherwise un-premultiply on write.
+    file, and uint8/uint16 codes for a UINT8/UINT16 file, are stored as they are, with no conversion.
+    Pixels are written as given: pass `{"oiio:UnassociatedAlpha": 1}` for straight alpha in
+    formats (PNG) that OIIO would otherwise un-premultiply on write.
     """
     pixels = np.asarray(pixels)
-    pixels = np.ascontiguousarray(pixels, dtype=np.float16 if pixels.dtype == np.float16 else np.float32)
+    keep = pixels.dtype in (np.float16, np.uint8, np.uint16)  # already in a file type: no conversion
+    pixels = np.ascontiguousarray(pixels, dtype=pixels.dtype if keep else np.float32)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     h, w, c = pixels.shape

@@ -187,7 +187,8 @@ def _to_rgb(frame) -> np.ndarray:
     if frame.colorspace == _UNSPECIFIED:
         src = Colorspace.ITU709 if frame.height >= 720 else Colorspace.ITU601
     rgb = frame.to_ndarray(format="rgb48le", src_colorspace=src, threads=_SWS_THREADS)
-    return rgb.astype(np.float32) / 65535.0
+    # One pass to float (a cast then a division made two, and an HD temporary): within 1 ulp of v / 65535.
+    return np.multiply(rgb, np.float32(1 / 65535), dtype=np.float32)
 
 
 class ProResWriter:

@@ -50,8 +50,11 @@ class MatteResult(NamedTuple):
     """All (B, C, H, W) float32 at the input size.
 
     alpha (C=1) 0..1 data; foreground (C=3) straight (unpremultiplied) colour in
-    the input's space, 0..1; error (C=1) the base network's predicted alpha error,
-    bilinearly upsampled; refinement (C=1) 1 where a 4x4 patch was refined.
+    the input's space, 0..1 (stored channels-last from the refining model, so
+    `foreground[k].permute(1, 2, 0)` is a contiguous H x W x 3 image); error (C=1) the
+    base network's predicted alpha error, bilinearly upsampled; refinement (C=1) 1 where
+    a 4x4 patch was refined. Called with `maps=False`, `Matter` leaves error None and gives
+    refinement per patch, (B, 1, ceil(H/4), ceil(W/4)), 1 for each refined patch.
     """
 
     alpha: torch.Tensor
@@ -289,9 +292,13 @@ class Matter:
     `refine_threshold` (defaults: the model's own; `preset` 'hd' or '4k' applies
     the published recommendations). Any of them can be overridden per call.
     `precision`: 'fp32' (exact), 'bf16' (CPUs with bf16 support), 'fp16' (CUDA),
-    'auto' = fp16 on CUDA, fp32 on CPU. The given model is not modified.
+    'auto' = fp16 on CUDA, fp32 on CPU. The given model is not modified, unless
+    `copy_model=False`: then Matter folds and moves that model itself, which saves copying
+    every weight (about 0.1 s) for a model loaded only to be run by it.
 
-    `matter(src, bgr, **settings) -> MatteResult` with src, bgr (B, 3, H, W) in 0..1.
+    `matter(src, bgr, maps=True, **settings) -> MatteResult` with src, bgr (B, 3, H, W) in 0..1;
+    `maps=False` skips the full-size error and refinement maps (see `MatteResult`), which cost
+    about 5% of an HD frame, for callers that keep only alpha and foreground.
     """
 
     TILE = 16  # edge, in half-resolution pixels, of the tiles the refiner's first convs run on
@@ -300,7 +307,7 @@ class Matter:
     stage1 = "auto"
 
     def __init__(self, model: nn.Module, device: str = "auto", precision: str = "auto",
-                 preset: str | None = None, **settings):
+                 preset: str | None = None, copy_model: bool = True, **settings):
         if not isinstance(model, MattingBase):
             raise HowardError(f"Matter needs a MattingRefine or MattingBase model, got {type(model).__name__}")
         self.device = _resolve_device(device)
@@ -319,7 +326,7 @@ class Matter:
                 raise HowardError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
             settings = {**PRESETS[preset], **settings}
         self.settings = self._merge(settings)
-        net = copy.deepcopy(model).eval()
+        net = (copy.deepcopy(model) if copy_model else model).eval()
         for p in net.parameters():
             p.requires_grad_(False)
         fold_batchnorm(net)
@@ -358,7 +365,7 @@ class Matter:
     # -- public ------------------------------------------------------------
 
     @torch.inference_mode()
-    def __call__(self, src: torch.Tensor, bgr: torch.Tensor, **overrides) -> MatteResult:
+    def __call__(self, src: torch.Tensor, bgr: torch.Tensor, maps: bool = True, **overrides) -> MatteResult:
         if src.ndim != 4 or src.shape[1] != 3 or bgr.shape != src.shape:
             raise HowardError(f"Matter expects src and bgr of the same shape (B, 3, H, W); got "
                               f"{tuple(src.shape)} and {tuple(bgr.shape)}")
@@ -368,10 +375,13 @@ class Matter:
         src = self._prepare(src, pad_h, pad_w)
         bgr = self._prepare(bgr, pad_h, pad_w)
         if self.is_refine:
-            pha, fgr, err, ref = self._refine(src, bgr, settings)
+            pha, fgr, err, ref = self._refine(src, bgr, settings, maps)
         else:
-            pha, fgr, err, ref = self._base(src, bgr)
+            pha, fgr, err, ref = self._base(src, bgr, maps)
         crop = (slice(None), slice(None), slice(0, H), slice(0, W))
+        if not maps:
+            patches = (slice(None), slice(None), slice(0, -(-H // 4)), slice(0, -(-W // 4)))
+            return MatteResult(pha[crop].float(), fgr[crop].float(), None, ref[patches].float())
         return MatteResult(pha[crop].float(), fgr[crop].float(), err[crop].float(), ref[crop].float())
 
     # -- internals ---------------------------------------------------------
@@ -392,32 +402,42 @@ class Matter:
         x4, x3, x2, x1, x0 = net.backbone(x)
         return net.decoder(net.aspp(x4), x3, x2, x1, x0).float()
 
-    def _base(self, src, bgr):
+    def _base(self, src, bgr, maps: bool = True):
         y = self._coarse(src, bgr)
         pha = y[:, 0:1].clamp(0.0, 1.0)
         fgr = (y[:, 1:4] + src).clamp_(0.0, 1.0)
         err = y[:, 4:5].clamp(0.0, 1.0)
+        if not maps:
+            B, _, H, W = src.shape
+            return pha, fgr, None, torch.zeros((B, 1, H // 4, W // 4), device=src.device)
         return pha, fgr, err, torch.zeros_like(err)
 
-    def _refine(self, src, bgr, settings):
-        """src, bgr: contiguous (B, 3, H, W) frames, H and W multiples of 4."""
+    def _refine(self, src, bgr, settings, maps: bool = True):
+        """src, bgr: contiguous (B, 3, H, W) frames, H and W multiples of 4. With `maps` False the
+        error is None and the refinement comes back per 4x4 patch."""
         scale = settings["backbone_scale"]
         src_sm = F.interpolate(src, scale_factor=scale, mode="bilinear", align_corners=False,
                                recompute_scale_factor=True)
         bgr_sm = F.interpolate(bgr, scale_factor=scale, mode="bilinear", align_corners=False,
                                recompute_scale_factor=True)
         y = self._coarse(src_sm, bgr_sm)
-        pha_sm = y[:, 0:1].clamp(0.0, 1.0)
-        fgr_res_sm = y[:, 1:4].contiguous()  # NCHW: three-channel resizes are fastest so
+        # Alpha (clamped) and foreground residual side by side, NCHW: resized to full size in one call.
+        four_sm = y[:, 0:4].contiguous()
+        four_sm[:, 0:1].clamp_(0.0, 1.0)
+        pha_sm, fgr_res_sm = four_sm[:, 0:1], four_sm[:, 1:4]
         err_sm = y[:, 4:5].clamp(0.0, 1.0)
         B, _, H, W = src.shape
         if settings["refine_mode"] == "full":
             pha, fgr_res = self._refine_full(src, bgr, pha_sm, fgr_res_sm, y[:, 5:].relu())
             ref_sm = torch.ones((B, 1, H // 4, W // 4), device=src.device)
         else:
-            pha, fgr_res, ref_sm = self._refine_patches(src, bgr, y, pha_sm, fgr_res_sm, err_sm, settings)
+            pha, fgr_res, ref_sm = self._refine_patches(src, bgr, y, four_sm, err_sm, settings)
         pha = pha.clamp_(0.0, 1.0)
-        fgr = fgr_res.add_(src).clamp_(0.0, 1.0)
+        # Written channels-last as it is summed: callers take the foreground as H x W x 3 images, and
+        # transposing it here, in the pass the sum makes anyway, saves them a full-frame copy.
+        fgr = torch.add(fgr_res, src, out=torch.empty_like(src, memory_format=torch.channels_last)).clamp_(0.0, 1.0)
+        if not maps:
+            return pha, fgr, None, ref_sm
         err = F.interpolate(err_sm, size=(H, W), mode="bilinear", align_corners=False)
         ref = ref_sm.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
         return pha, fgr, err, ref
@@ -456,14 +476,24 @@ class Matter:
 
         return in_fixed_batches(convs, mid, full)
 
-    def _stage1_windows(self, low, s_half, b, y, x, win, p, half):
-        """Per patch: resize the coarse output to half resolution, crop each patch's window, convolve."""
+    def _stage1_windows(self, low, full, b, y, x, win, p, half):
+        """Per patch: resize the coarse output to half resolution, crop each patch's window, convolve.
+        The patches' windows overlap and together cover more than the frame: src and bgr are halved
+        densely here (half of a multiple-of-4 frame: exactly a 2x2 average)."""
         size = win + 2 * p - 2 if p else win
         a = F.interpolate(low, size=half, mode="bilinear", align_corners=False)
+        s_half = [F.interpolate(t, size=half, mode="bilinear", align_corners=False) for t in full]
         return self._stage1_convs(gather_windows(a, b, 2 * y - p, 2 * x - p, size),
                                   gather_planes(s_half, b, 2 * y - p, 2 * x - p, size))
 
-    def _stage1_tiles(self, low, s_half, b, y, x, win, p, half):
+    @staticmethod
+    def _half_planes(full, b, top, left, size: int) -> torch.Tensor:
+        """`gather_planes` of src and bgr at half resolution without halving them densely: each
+        window is the full-resolution window twice its size, averaged 2x2 (which is what the
+        half-size bilinear resize of a multiple-of-4 frame computes; outside the frame both are 0)."""
+        return F.avg_pool2d(gather_planes(full, b, 2 * top, 2 * left, 2 * size), 2)
+
+    def _stage1_tiles(self, low, full, b, y, x, win, p, half):
         """conv1/conv2 outputs depend only on position, and the windows of neighbouring patches
         overlap, so where the selected patches cluster (as they do along a subject's edge) it is
         cheaper to compute them once, densely, on the tiles the patches touch, each tile resampled
@@ -482,7 +512,7 @@ class Matter:
         top, left = t_r * S - p, t_c * S - p
         size = S + halo
         tiles = self._stage1_convs(resample_regions(low, tb, top, left, half, size),
-                                   gather_planes(s_half, tb, top, left, size))
+                                   self._half_planes(full, tb, top, left, size))
         # Tile-major storage: each tile lands as one contiguous block (a spatial layout would
         # scatter it over S rows), and each patch then reads its win x win outputs by index.
         C = tiles.shape[3]
@@ -494,17 +524,18 @@ class Matter:
         idx = (tile * S + (r % S)[:, :, None]) * S + (c % S)[:, None, :]
         return conv2_map.view(-1, C)[idx.reshape(-1)].view(-1, win, win, C)
 
-    def _refine_patches(self, src, bgr, y, pha_sm, fgr_res_sm, err_sm, settings):
+    def _refine_patches(self, src, bgr, y, four_sm, err_sm, settings):
         """src, bgr: contiguous (B, 3, H, W); y: the raw decoder output (B, 37, h, w), which
-        this consumes. Returns full-size alpha and foreground residual (NCHW) with the selected
-        patches refined, and the (B, 1, H/4, W/4) selection."""
+        this consumes; four_sm: its clamped alpha and foreground residual (B, 4, h, w). Returns
+        full-size alpha and foreground residual (views of one NCHW (B, 4, H, W) tensor) with the
+        selected patches refined, and the (B, 1, H/4, W/4) selection."""
         B, _, H, W = src.shape
         hh, wh, hq, wq = H // 2, W // 2, H // 4, W // 4
         err_q = F.interpolate(err_sm, size=(hq, wq), mode="bilinear", align_corners=False)
         ref = select_patches(err_q, settings["refine_mode"], int(settings["refine_sample_pixels"]),
                              settings["refine_threshold"], self.prevent_oversampling)
-        pha = F.interpolate(pha_sm, size=(H, W), mode="bilinear", align_corners=False)
-        fgr_res = F.interpolate(fgr_res_sm, size=(H, W), mode="bilinear", align_corners=False)  # NCHW
+        four = F.interpolate(four_sm, size=(H, W), mode="bilinear", align_corners=False)
+        pha, fgr_res = four[:, 0:1], four[:, 1:4]
         idx = torch.nonzero(ref.squeeze(1))
         if idx.shape[0] == 0:
             return pha, fgr_res, ref
@@ -518,11 +549,9 @@ class Matter:
         p, q = (3, 2) if k3 else (0, 0)  # zero padding the reference applies at half and full resolution
         win = 4 if k3 else 2  # conv2 outputs one patch reads, per side
 
-        # Stage 1, conv1+conv2 at half resolution: (N, win, win, 16) per patch.
-        # Half of a multiple-of-4 frame: exactly a 2x2 average, cheap enough to do densely; the
-        # coarse output's 2x upsampling is done only where patches need it.
-        s_half = [F.interpolate(t, size=(hh, wh), mode="bilinear", align_corners=False) for t in (src, bgr)]
-        args = (low, s_half, b, y, x, win, p, (hh, wh))
+        # Stage 1, conv1+conv2 at half resolution: (N, win, win, 16) per patch. The coarse output's
+        # 2x upsampling, and src/bgr at half resolution, are made only where the patches need them.
+        args = (low, (src, bgr), b, y, x, win, p, (hh, wh))
         mid = None if self.stage1 == "windows" else self._stage1_tiles(*args)
         if mid is None:
             mid = self._stage1_windows(*args)
@@ -532,10 +561,7 @@ class Matter:
         mid = mid.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
         full = gather_planes((src, bgr), b, 4 * y - q, 4 * x - q, 2 * win)
         patches = self._stage2_convs(mid, full)  # (N, 4, 4, 4): alpha + foreground residual
-        for target, channels in ((pha, slice(0, 1)), (fgr_res, slice(1, 4))):
-            c = target.shape[1]
-            blocks = target.view(B, c, hq, 4, wq, 4).permute(0, 2, 4, 1, 3, 5)
-            blocks[b, y, x] = patches[:, channels]
+        four.view(B, 4, hq, 4, wq, 4).permute(0, 2, 4, 1, 3, 5)[b, y, x] = patches
         return pha, fgr_res, ref
 
     def _refine_full(self, src, bgr, pha_sm, fgr_res_sm, hid_sm):
