@@ -663,7 +663,6 @@ def make_depth_shot(width: int = 640, height: int = 360, plate_frames: int = 8, 
         clean_rate = (plate_frames - 1) / (clean_frames - 1) if clean_frames > 1 else 1.0
     rng = np.random.default_rng(seed)
     f = float(width)
-    k_mat = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]])
     amp = camera_motion * np.array([0.15, 0.08, 0.15, np.radians(1.0), np.radians(0.7), np.radians(0.8)])
     path, wander = _smooth_path(rng, 6), _smooth_path(rng, 6)
     plate_times = np.arange(plate_frames, dtype=np.float64)

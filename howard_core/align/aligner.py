@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from howard_core.align import dense
 from howard_core.align import geometry as geo
 from howard_core.align import photometric as pm
 from howard_core.errors import HowardError
@@ -71,6 +72,8 @@ class PreparedFrame:
     features:    its `Features`.
     small:       h x w x 3 float32 copy for photometric scoring, `to_small` maps frame px -> its px.
     gray:        H x W luma for the sub-pixel refinement: float32 for a plate, uint8 for a clean plate.
+    dense:       h x w x 3 float32 copy for the dense residual warp (`to_dense` frame px -> its px), or None
+                 when the dense step is off.
     """
 
     label: str
@@ -79,6 +82,8 @@ class PreparedFrame:
     small: np.ndarray
     to_small: np.ndarray
     gray: np.ndarray
+    dense: np.ndarray | None = None
+    to_dense: np.ndarray | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -110,6 +115,12 @@ class _Score:
     bias: np.ndarray
     residual: np.ndarray = field(repr=False)
     valid: np.ndarray = field(repr=False)
+    background: np.ndarray | None = field(default=None, repr=False)
+    exposure_source: str = "fit"
+
+    @property
+    def background_share(self) -> float:
+        return float(self.background.mean()) if self.background is not None else float(self.valid.mean())
 
 
 @dataclass
@@ -137,6 +148,17 @@ class AlignResult:
     flagged:     True when the frame needs a human look (fallback used, or poor coverage/match).
     reason:      one line saying why this candidate and why flagged, if so.
     candidates:  per-candidate QC dicts.
+    dense:       the dense residual warp: "applied", "no gain" (measured, but it did not improve the
+                 background, so the homography alone was used), "off", or "not run" (fallback frames).
+    residual_px: mean residual motion beyond the homography over the measured background, plate px.
+    background_share: fraction of the frame agreed to be background (exposure and scores use only it).
+    subject_share:    fraction of the frame taken as subject (motion there filled from the background).
+    homography_share: fraction of the frame where the homography alone was kept (unreliable motion,
+                 disocclusion; 1 when the dense step was not applied).
+    exposure_source:  where gain and bias came from: "fit", "identity", "previous frames".
+    flow:        the dense residual flow at the reduced size (h x w x 2 float32, reduced px) or None; not
+                 in the QC, kept for the sequence helper's temporal smoothing.
+    steady:      frames (up to 8) over which this fit was averaged (same clean frame, fit unchanged).
     """
 
     background: np.ndarray
@@ -158,6 +180,14 @@ class AlignResult:
     reason: str = ""
     candidates: list[dict] = field(default_factory=list)
     ms: float = 0.0
+    dense: str = "off"
+    residual_px: float = 0.0
+    background_share: float = 0.0
+    subject_share: float = 0.0
+    homography_share: float = 1.0
+    exposure_source: str = "fit"
+    flow: np.ndarray | None = field(default=None, repr=False)
+    steady: int = 1
 
     @property
     def inlier_ratio(self) -> float:
@@ -179,6 +209,13 @@ class AlignResult:
             "gain": [_round(g, 4) for g in self.gain],
             "bias": [_round(b, 4) for b in self.bias],
             "fallback": self.fallback,
+            "dense": self.dense,
+            "residual_px": _round(self.residual_px, 3),
+            "background_share": _round(self.background_share, 4),
+            "subject_share": _round(self.subject_share, 4),
+            "homography_share": _round(self.homography_share, 4),
+            "exposure_source": self.exposure_source,
+            "steady_frames": int(self.steady),
             "flagged": bool(self.flagged),
             "reason": self.reason,
             "homography": [[float(v) for v in row] for row in np.asarray(self.homography)],
@@ -214,7 +251,15 @@ class Aligner:
     flag_inlier_ratio flag frames where fewer than this fraction of matches agree with the fit (default 0.2).
     subject_margin   growth of subject masks, fraction of the frame's long side (default 0.03).
     interpolation    final warp: "cubic" (default), "lanczos" or "linear".
+    dense_interpolation  the final remap when the dense step applies: "linear" (default; a cubic remap
+                     costs about 40 ms more per HD frame) or "cubic".
     exposure         match exposure (default True).
+    dense            the dense residual warp after the homography (default True; False: homography only).
+    dense_size       long side, px, of the copy the residual motion is measured on (default 480).
+    hysteresis       keep the `prefer`red candidate (the sequence's previous choice) unless another scores
+                     better by more than this fraction (default 0.15).
+    min_background   smallest share of the frame that must be agreed background for a frame's own exposure
+                     fit; below it the exposure comes from `exposure_prior` (default 0.05).
     """
 
     def __init__(self, *, detector: str = "orb", feature_size: int = 640, score_size: int = 320,
@@ -222,7 +267,8 @@ class Aligner:
                  min_overlap: float = 0.2, min_ncc: float = 0.4, refine: bool = True, refine_top: int = 1,
                  refine_points: int = 400, coverage_weight: float = 0.05, flag_coverage: float = 0.8,
                  flag_inlier_ratio: float = 0.2, subject_margin: float = 0.03, interpolation: str = "cubic",
-                 exposure: bool = True):
+                 exposure: bool = True, dense: bool = True, dense_size: int = 480, hysteresis: float = 0.15,
+                 min_background: float = 0.05, dense_interpolation: str = "linear"):
         if detector not in ("orb", "sift"):
             raise HowardError(f"align: unknown detector {detector!r}; use 'orb' or 'sift'")
         if interpolation not in _INTERPOLATION:
@@ -246,6 +292,13 @@ class Aligner:
         self.subject_margin = float(subject_margin)
         self.interpolation = interpolation
         self.exposure = bool(exposure)
+        self.dense = bool(dense)
+        self.dense_size = int(dense_size)
+        self.hysteresis = float(hysteresis)
+        self.min_background = float(min_background)
+        if dense_interpolation not in ("linear", "cubic"):
+            raise HowardError(f"align: unknown dense interpolation {dense_interpolation!r}; use 'linear' or 'cubic'")
+        self.dense_interpolation = dense_interpolation
         if detector == "orb":
             # Six levels of 1.2 cover a zoom of 2x between the takes, which is all `max_scale` allows.
             self._detector = cv2.ORB_create(nfeatures=self.max_features, nlevels=6, fastThreshold=10)
@@ -272,11 +325,17 @@ class Aligner:
             raise HowardError(f"{label} contains NaN or infinite pixels; fix or clamp the source frame")
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         features = self._describe(gray, subject)
+        dense = to_dense = None
+        if self.dense:
+            dense_size = geo.scaled_size(size, self.dense_size)
+            dense = small if dense_size == small_size else cv2.resize(image, dense_size, interpolation=cv2.INTER_AREA)
+            to_dense = geo.resize_matrix(size, dense_size)
         # A plate's luma is rescaled to each candidate's exposure before tracking; a clean plate's is
         # tracked as it is, so it is stored as the 8 bits Lucas-Kanade wants.
         return PreparedFrame(label=label, image=image, features=features, small=small,
                              to_small=geo.resize_matrix(size, small_size),
-                             gray=gray if for_plate else cv2.convertScaleAbs(gray, alpha=255))
+                             gray=gray if for_plate else cv2.convertScaleAbs(gray, alpha=255),
+                             dense=dense, to_dense=to_dense)
 
     def features(self, image: np.ndarray, label: str = "frame") -> Features:
         """Just the `Features` of a frame (H x W x 3 float RGB 0..1): cheap to keep many of."""
@@ -301,7 +360,8 @@ class Aligner:
 
     def align(self, plate: np.ndarray, candidates: list, subject_mask: np.ndarray | None = None,
               prior: tuple[int, np.ndarray] | None = None, plate_label: str = "plate frame",
-              candidate_labels: list[str] | None = None) -> AlignResult:
+              candidate_labels: list[str] | None = None, prefer: int | None = None,
+              exposure_prior: tuple | None = None, track: dict | None = None) -> AlignResult:
         """Align the best of `candidates` to `plate`.
 
         plate:        H x W x 3 float32 sRGB 0..1.
@@ -310,6 +370,14 @@ class Aligner:
                       grown by `subject_margin` since the subject has moved since.
         prior:        optional (candidate position, homography clean px -> plate px) to fall back on when
                       nothing fits, e.g. the previous frame's result.
+        prefer:       optional candidate position kept unless another scores better by more than
+                      `hysteresis` (the previous frame's choice, so a still plate keeps one clean frame).
+        exposure_prior: optional (gain, bias) of neighbouring frames: the exposure fit must beat it, and it
+                      is used as it is when too little background is visible.
+        track:        optional smoothing state of the previous frame on the same candidate list
+                      (`SequenceAligner` keeps it): {"index", "homography", "flow", "count"}. When the
+                      same candidate is chosen and its fit moved less than half a pixel, motion and flow
+                      are averaged with it, so that a still plate gets a still clean plate.
         Labels name the frames in error messages and QC. Frames that cannot be aligned do not raise: they
         come back with `fallback` set and `flagged`. Raises HowardError for unusable input arrays.
         """
@@ -329,38 +397,50 @@ class Aligner:
         if given_subject is not None:
             subject_small = cv2.resize(given_subject.astype(np.uint8), small_size,
                                        interpolation=cv2.INTER_NEAREST).astype(bool)
+        priors = () if exposure_prior is None else (("previous frames", *exposure_prior),)
 
-        # Coarse fits and their scores.
+        # Coarse fits, each first scored on the background its own exposure fit agrees on.
         fits = [self.coarse_fit(c.features, pf.features) for c in cands]
         for c, f in zip(cands, fits, strict=True):
             if f.h is not None:
-                self._score_fit(f, c, pf, subject_small)
+                self._score_fit(f, c, pf, subject_small, priors=priors, check=False)
+        ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
+        # The agreed background: what any fitting candidate explains (the subject disagrees with all of
+        # them). Every candidate is then scored on it, so the subject never counts against one.
+        agreed = np.logical_or.reduce([fits[k].score.background for k in ok]) if ok else None
+        for k in ok:
+            self._score_fit(fits[k], cands[k], pf, subject_small, agreed=agreed, priors=priors)
         ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
 
         coarse_total = {k: fits[k].score.total for k in ok}
-        # The coarse subject estimate, from the best coarse fit.
         subject = subject_small
+        grow = max(1, int(self.subject_margin * max(small_size)))
         if ok:
             best = min(ok, key=lambda k: fits[k].score.total)
-            grow = max(1, int(self.subject_margin * max(small_size)))
             est = pm.subject_estimate(fits[best].score.residual, fits[best].score.valid, grow)
+            est |= _grow(fits[best].score.valid & ~agreed, grow)
             subject = est if subject is None else (subject | est)
             if self.refine:
                 corners = self._plate_corners(pf, subject)
-                # The best coarse fits, in order, until `refine_top` refinements succeed (one spare try).
+                # The best coarse fits, in order, until `refine_top` refinements succeed (one spare try);
+                # the preferred candidate too, so that it competes on equal terms.
+                order = sorted(ok, key=lambda k: fits[k].score.total)
+                todo = order[:self.refine_top + 1]
+                if prefer in ok and prefer not in todo[:self.refine_top]:
+                    todo = todo[:self.refine_top] + [prefer] + todo[self.refine_top:]
                 done = 0
-                for k in sorted(ok, key=lambda k: fits[k].score.total)[:self.refine_top + 1]:
+                for k in todo:
+                    if done >= self.refine_top and k != prefer:
+                        continue
                     refined = self._refine(cands[k], pf, fits[k], corners)
                     if refined is not None:
-                        self._score_fit(refined, cands[k], pf, subject)
+                        self._score_fit(refined, cands[k], pf, subject, agreed=agreed, priors=priors)
                         if refined.failure is None:
                             fits[k] = refined
                             done += 1
-                    if done == self.refine_top:
-                        break
             else:
                 for k in ok:
-                    self._score_fit(fits[k], cands[k], pf, subject)
+                    self._score_fit(fits[k], cands[k], pf, subject, agreed=agreed, priors=priors)
 
         ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
         fallback = None
@@ -369,11 +449,16 @@ class Aligner:
             # mask, so they win whenever there is one.
             pool = [k for k in ok if fits[k].refined] or ok
             chosen = min(pool, key=lambda k: fits[k].score.total)
+            how = (f"lowest refined score of {len(pool)}" if len(pool) > 1 else
+                   f"lowest coarse score ({coarse_total.get(chosen, float('nan')):.4f})")
+            if prefer in pool and prefer != chosen and \
+                    fits[prefer].score.total <= fits[chosen].score.total * (1 + self.hysteresis):
+                how = (f"previous frame's choice, within {self.hysteresis:.0%} of the best score "
+                       f"({fits[chosen].score.total:.4f})")
+                chosen = prefer
             fit = fits[chosen]
             by_coarse = sorted(coarse_total, key=coarse_total.get)
             runner = next((k for k in by_coarse if k != chosen), None)
-            how = (f"lowest refined score of {len(pool)}" if len(pool) > 1 else
-                   f"lowest coarse score ({coarse_total.get(chosen, float('nan')):.4f})")
             reason = (f"{len(ok)} of {len(cands)} candidates fitted; chosen for the {how}; score "
                       f"{fit.score.total:.4f} (photometric {fit.score.photometric:.4f}, coverage "
                       f"{fit.score.coverage:.3f})")
@@ -381,6 +466,10 @@ class Aligner:
                 reason += f"; runner-up {labels[runner]}, coarse score {coarse_total[runner]:.4f}"
             if not fit.refined and self.refine:
                 reason += "; sub-pixel refinement failed, coarse fit used"
+            # A clean plate already in register (locked-off takes) stays exactly in register.
+            same = geo.resize_matrix(cands[chosen].size, pf.size)
+            if geo.corner_errors(fit.h, same, pf.size).max() < 0.05:
+                fit.h = same
         else:
             chosen, fit, fallback, reason = self._fallback(cands, pf, fits, prior, subject, labels)
 
@@ -396,15 +485,75 @@ class Aligner:
             # frame) look like: the fit may be off by a whole pattern repeat.
             flagged = True
             reason += f"; flagged: only {fit.inliers} of {fit.matches} matches agree (repeated texture?)"
+        if score.background_share < self.min_background and exposure_prior is not None:
+            score.gain, score.bias = np.asarray(exposure_prior[0], float), np.asarray(exposure_prior[1], float)
+            score.exposure_source = "previous frames"
+            reason += f"; only {score.background_share:.0%} of the frame is background: exposure of previous frames"
 
-        background, valid = self._render(cands[chosen], pf, fit.h, score)
+        # Temporal smoothing: the same clean frame fitted again within half a pixel is the same fit.
+        h, steady = fit.h, 1
+        if track is not None and fallback is None and track.get("index") == chosen:
+            h_prev = np.asarray(track["homography"], np.float64)
+            if geo.corner_errors(h, h_prev, pf.size).max() < 0.5:
+                steady = min(int(track.get("count", 1)) + 1, 8)
+                h = h_prev + (h - h_prev) / steady
+                h = h / h[2, 2]
+
+        dense_state, flow, res = ("off" if not self.dense else "not run"), None, None
+        if self.dense and fallback is None:
+            prev_flow = track.get("flow") if track is not None and steady > 1 else None
+            res, flow, applied = self._dense(cands[chosen], pf, h, score, prev_flow, steady)
+            dense_state = "applied" if applied else "no gain"
+            if not applied:
+                flow = None
+        background, valid = self._render(cands[chosen], pf, h, score, flow)
+        shares = res.shares() if res is not None else None
         return AlignResult(
-            background=background, valid=valid, homography=fit.h, index=chosen, inliers=fit.inliers,
+            background=background, valid=valid, homography=h, index=chosen, inliers=fit.inliers,
             matches=fit.matches, refined_points=fit.refined_points, score=score.photometric, ncc=score.ncc,
             coverage=score.coverage, gain=tuple(float(g) for g in score.gain),
             bias=tuple(float(b) for b in score.bias), fallback=fallback, flagged=flagged, reason=reason,
             candidates=[_candidate_qc(k, f, labels[k]) for k, f in enumerate(fits)],
-            ms=(time.perf_counter() - t0) * 1000)
+            ms=(time.perf_counter() - t0) * 1000, dense=dense_state,
+            residual_px=res.magnitude if flow is not None else 0.0,
+            background_share=shares["background"] if shares else score.background_share,
+            subject_share=shares["subject"] if shares else 1 - score.background_share,
+            homography_share=shares["fallback"] if flow is not None else 1.0,
+            exposure_source=score.exposure_source, flow=flow, steady=steady)
+
+    def _dense(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score,
+               prev_flow: np.ndarray | None, steady: int):
+        """The residual warp of `clean` (fitted by `h`) to `plate` at the dense size: (`dense.Residual`,
+        flow, whether it improves the background). `prev_flow` (the previous frame's, same fit) is
+        averaged in with weight (steady - 1) / steady."""
+        dsize = (plate.dense.shape[1], plate.dense.shape[0])
+        hd = plate.to_dense @ h @ np.linalg.inv(clean.to_dense)
+        csize = (clean.dense.shape[1], clean.dense.shape[0])
+        warped = cv2.warpPerspective(clean.dense, hd, dsize, flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
+        valid = geo.coverage_mask(hd, csize, dsize)
+        matched = pm.apply_exposure(warped, score.gain, score.bias) if self.exposure else pm.clip01(warped)
+        noise = 1.25 * float(score.photometric) if np.isfinite(score.photometric) else 0.01
+        grow = max(1, int(self.subject_margin * max(dsize)))
+        res = dense.estimate(plate.dense, matched, valid, noise, plate.size[0] / dsize[0], grow=grow)
+        flow = res.flow
+        if prev_flow is not None and prev_flow.shape == flow.shape:
+            flow = prev_flow + (flow - prev_flow) / steady
+        # Kept only if it lines the background up better: compared on lightly blurred copies, since
+        # interpolating a noisy clean plate at fractional offsets lowers its noise and would look like a
+        # gain by itself.
+        gx, gy = np.meshgrid(np.arange(dsize[0], dtype=np.float32), np.arange(dsize[1], dtype=np.float32))
+        moved = cv2.remap(matched, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+        bg = valid & ~res.subject
+
+        def err(img):
+            blur = cv2.GaussianBlur(img, (0, 0), 1.0)
+            return float(pm.residual_map(cv2.GaussianBlur(plate.dense, (0, 0), 1.0), blur)[bg].mean()) \
+                if bg.any() else float("inf")
+
+        before, after = err(matched), err(moved)
+        return res, flow, bool(after < 0.97 * before)
 
     # -- steps ------------------------------------------------------------------------------------------
 
@@ -447,19 +596,33 @@ class Aligner:
             why = f"overlaps less than {self.min_overlap:.0%} of the plate"
         return why
 
-    def _score_fit(self, fit: Fit, clean: PreparedFrame, plate: PreparedFrame,
-                   subject: np.ndarray | None) -> None:
-        """Photometric score of a fit on the small copies; fails the fit if the structure does not match."""
+    def _score_fit(self, fit: Fit, clean: PreparedFrame, plate: PreparedFrame, subject: np.ndarray | None,
+                   agreed: np.ndarray | None = None, priors: tuple = (), check: bool = True) -> None:
+        """Photometric score of a fit on the small copies, on background only; fails the fit (when
+        `check`) if the background's structure does not match.
+
+        subject: known subject (small size) to leave out; agreed: the background agreed among the
+        candidates (small size), else the fit's own. Exposure comes from that background only
+        (`photometric.background_exposure`), with `priors` as the alternatives it must beat.
+        """
         small_size = (plate.small.shape[1], plate.small.shape[0])
         hs = plate.to_small @ fit.h @ np.linalg.inv(clean.to_small)
         warped = cv2.warpPerspective(clean.small, hs, small_size, flags=cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_REPLICATE)
         valid = geo.coverage_mask(hs, (clean.small.shape[1], clean.small.shape[0]), small_size)
-        bg = valid if subject is None else valid & ~subject
+        base = valid if subject is None else valid & ~subject
+        if agreed is not None:
+            base = base & agreed
+        source = "off"
         if self.exposure:
-            gain, bias = pm.fit_exposure(warped, plate.small, bg)
+            # On an agreed background one refit removes what it still holds of the subject's edges.
+            gain, bias, bg, source = pm.background_exposure(
+                warped, plate.small, base, priors=priors, iterations=3 if agreed is None else 1,
+                seeded=agreed is None)
         else:
-            gain, bias = np.ones(3), np.zeros(3)
+            gain, bias, bg = np.ones(3), np.zeros(3), base
+        if agreed is not None:
+            bg = base  # every candidate is judged on the same pixels
         matched = pm.apply_exposure(warped, gain, bias)
         residual = pm.residual_map(plate.small, matched)
         photometric = pm.trimmed_mean(residual[bg])
@@ -467,9 +630,10 @@ class Aligner:
         corr = pm.ncc(cv2.cvtColor(plate.small, cv2.COLOR_RGB2GRAY), cv2.cvtColor(matched, cv2.COLOR_RGB2GRAY),
                       bg)
         total = photometric + self.coverage_weight * (1 - cover) if np.isfinite(photometric) else np.inf
-        fit.score = _Score(total, photometric, cover, corr, gain, bias, residual, valid)
-        if fit.failure is None and corr < self.min_ncc:
-            fit.failure = f"images do not match once aligned (correlation {corr:.2f} < {self.min_ncc:g})"
+        fit.score = _Score(total, photometric, cover, corr, gain, bias, residual, valid, bg, source)
+        if check and fit.failure is None and corr < self.min_ncc:
+            fit.failure = (f"images do not match once aligned (correlation {corr:.2f} < {self.min_ncc:g} "
+                           f"on the {bg.mean():.0%} of the frame taken as background)")
 
     def _plate_corners(self, plate: PreparedFrame, subject_small: np.ndarray | None) -> np.ndarray:
         """Well-spread background corners of the plate (N x 2 float32, plate px) for the refinement."""
@@ -572,11 +736,17 @@ class Aligner:
         self._score_fit(seed, cands[k], plate, subject)
         return k, seed, name, f"no candidate fitted ({failures}); used {what}"
 
-    def _render(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray,
-                score: _Score) -> tuple[np.ndarray, np.ndarray]:
+    def _render(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score,
+                flow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         w, hh = plate.size
-        warped = cv2.warpPerspective(clean.image, h, (w, hh), flags=_INTERPOLATION[self.interpolation],
-                                     borderMode=cv2.BORDER_REPLICATE)
+        if flow is None:
+            warped = cv2.warpPerspective(clean.image, h, (w, hh), flags=_INTERPOLATION[self.interpolation],
+                                         borderMode=cv2.BORDER_REPLICATE)
+        else:
+            # One resampling of the clean frame through homography and residual motion together.
+            where = dense.sampling_map(h, flow, plate.size, plate.to_dense)
+            interp = cv2.INTER_CUBIC if self.dense_interpolation == "cubic" else cv2.INTER_LINEAR
+            warped = cv2.remap(clean.image, where, None, interp, borderMode=cv2.BORDER_REPLICATE)
         valid = geo.coverage_mask(h, clean.size, plate.size)
         background = pm.apply_exposure(warped, score.gain, score.bias) if self.exposure else pm.clip01(warped)
         cv2.copyTo(plate.image, (~valid).view(np.uint8), dst=background)
@@ -595,6 +765,14 @@ class Aligner:
         if grow > 0 and hot.any():
             hot = cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
         return hot.astype(bool)
+
+
+def _grow(mask: np.ndarray, r: int) -> np.ndarray:
+    """`mask` (bool) dilated by a disc of radius r."""
+    if r <= 0 or not mask.any():
+        return mask.copy()
+    return cv2.dilate(mask.astype(np.uint8),
+                      cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
 
 
 def _candidate_qc(k: int, f: Fit, label: str) -> dict:

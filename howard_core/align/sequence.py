@@ -72,6 +72,10 @@ class SequenceAligner:
         self.aligner = aligner if aligner is not None else Aligner(**options)
         self._cache: OrderedDict[int, PreparedFrame] = OrderedDict()
         self._last_good: tuple[int, np.ndarray] | None = None
+        # Along the shot: the previous frame's choice, fit and flow (hysteresis, smoothing) and the
+        # exposure of recent frames (the prior a frame's own exposure fit must beat).
+        self._previous: AlignResult | None = None
+        self._exposure: tuple[np.ndarray, np.ndarray] | None = None
         self._qc: list[dict] = []
         self.keep_qc = keep_qc
 
@@ -99,6 +103,12 @@ class SequenceAligner:
         if not 0 <= i < self.plate_count:
             raise HowardError(f"plate frame {i} is outside the plate clip (0..{self.plate_count - 1})")
         js = self.candidates(i)
+        prev = self._previous
+        if prev is not None and prev.clean_index not in js and \
+                prev.clean_index in self.candidates(i, 2 * self.window + 2):
+            # Hysteresis across the sliding window: the previous choice stays a candidate a while
+            # after the window has moved past it (a still plate has no reason to change frames).
+            js = sorted(js + [prev.clean_index])
         result = self._align(i, plate, subject_mask, js)
         if result.fallback in ("previous", "identity"):
             # Nothing in the window could be fitted, not even by tracking from a guess: look further
@@ -113,6 +123,9 @@ class SequenceAligner:
         if result.fallback not in ("previous", "identity"):
             # A verified fit, however it was found: the next frame's fallback starts from here.
             self._last_good = (result.clean_index, result.homography)
+            self._previous = result
+            if result.exposure_source != "previous frames":
+                self._exposure = (np.asarray(result.gain), np.asarray(result.bias))
         if self.keep_qc:
             self._qc.append(result.to_qc())
         return result
@@ -124,9 +137,15 @@ class SequenceAligner:
             # The previous good fit, on the candidate nearest to the frame it was made with.
             j_prev, h_prev = self._last_good
             prior = (int(np.argmin([abs(j - j_prev) for j in js])), h_prev)
+        prefer = track = None
+        prev = self._previous
+        if prev is not None and prev.clean_index in js:
+            prefer = js.index(prev.clean_index)
+            track = {"index": prefer, "homography": prev.homography, "flow": prev.flow, "count": prev.steady}
         result = self.aligner.align(plate, cands, subject_mask=subject_mask, prior=prior,
                                     plate_label=f"plate frame {i}",
-                                    candidate_labels=[f"clean-plate frame {j}" for j in js])
+                                    candidate_labels=[f"clean-plate frame {j}" for j in js], prefer=prefer,
+                                    exposure_prior=self._exposure, track=track)
         result.plate_index = i
         result.clean_index = js[result.index]
         for c in result.candidates:
