@@ -158,7 +158,7 @@ class AlignResult:
     exposure_source:  where gain and bias came from: "fit", "identity", "previous frames".
     flow:        the dense residual flow at the reduced size (h x w x 2 float32, reduced px) or None; not
                  in the QC, kept for the sequence helper's temporal smoothing.
-    steady:      frames (up to 8) over which this fit was averaged (same clean frame, fit unchanged).
+    steady:      frames in a row this alignment has been kept (1: fitted on this frame).
     """
 
     background: np.ndarray
@@ -374,10 +374,11 @@ class Aligner:
                       `hysteresis` (the previous frame's choice, so a still plate keeps one clean frame).
         exposure_prior: optional (gain, bias) of neighbouring frames: the exposure fit must beat it, and it
                       is used as it is when too little background is visible.
-        track:        optional smoothing state of the previous frame on the same candidate list
-                      (`SequenceAligner` keeps it): {"index", "homography", "flow", "count"}. When the
-                      same candidate is chosen and its fit moved less than half a pixel, motion and flow
-                      are averaged with it, so that a still plate gets a still clean plate.
+        track:        optional state of the previous frame on the same candidate list (`SequenceAligner`
+                      keeps it): {"index", "homography", "flow", "count"}. When the same candidate is
+                      chosen, the previous alignment (homography and flow) is kept unless this frame's
+                      own lines the background up better by more than 3%, so that a still plate gets a
+                      still clean plate.
         Labels name the frames in error messages and QC. Frames that cannot be aligned do not raise: they
         come back with `fallback` set and `flagged`. Raises HowardError for unusable input arrays.
         """
@@ -466,10 +467,16 @@ class Aligner:
                 reason += f"; runner-up {labels[runner]}, coarse score {coarse_total[runner]:.4f}"
             if not fit.refined and self.refine:
                 reason += "; sub-pixel refinement failed, coarse fit used"
-            # A clean plate already in register (locked-off takes) stays exactly in register.
+            # A clean plate already in register (locked-off takes) stays exactly in register: the plain
+            # resize is kept unless the fit is clearly better on the agreed background.
             same = geo.resize_matrix(cands[chosen].size, pf.size)
-            if geo.corner_errors(fit.h, same, pf.size).max() < 0.05:
-                fit.h = same
+            if geo.corner_errors(fit.h, same, pf.size).max() < 0.5:
+                plain = Fit(h=same, matches=fit.matches, inliers=fit.inliers, refined=fit.refined,
+                            refined_points=fit.refined_points)
+                self._score_fit(plain, cands[chosen], pf, subject, agreed=agreed, priors=priors, check=False)
+                if plain.score.total <= fit.score.total * 1.02:
+                    fit = fits[chosen] = plain
+                    reason += "; in register as it is (the fit does no better)"
         else:
             chosen, fit, fallback, reason = self._fallback(cands, pf, fits, prior, subject, labels)
 
@@ -490,22 +497,28 @@ class Aligner:
             score.exposure_source = "previous frames"
             reason += f"; only {score.background_share:.0%} of the frame is background: exposure of previous frames"
 
-        # Temporal smoothing: the same clean frame fitted again within half a pixel is the same fit.
         h, steady = fit.h, 1
-        if track is not None and fallback is None and track.get("index") == chosen:
-            h_prev = np.asarray(track["homography"], np.float64)
-            if geo.corner_errors(h, h_prev, pf.size).max() < 0.5:
-                steady = min(int(track.get("count", 1)) + 1, 8)
-                h = h_prev + (h - h_prev) / steady
-                h = h / h[2, 2]
-
         dense_state, flow, res = ("off" if not self.dense else "not run"), None, None
         if self.dense and fallback is None:
-            prev_flow = track.get("flow") if track is not None and steady > 1 else None
-            res, flow, applied = self._dense(cands[chosen], pf, h, score, prev_flow, steady)
+            res, flow, applied = self._dense(cands[chosen], pf, h, score)
             dense_state = "applied" if applied else "no gain"
             if not applied:
                 flow = None
+        # Along the shot: the previous frame's alignment of the same clean frame is kept unless this
+        # frame's own is clearly better on the background. With depth a homography is ambiguous (which
+        # layer dominates) and refits wander by a pixel; the whole alignment, not the fit, is compared,
+        # so a still plate gets a still clean plate.
+        if track is not None and fallback is None and track.get("index") == chosen:
+            h_prev, f_prev = np.asarray(track["homography"], np.float64), track.get("flow")
+            if geo.corner_errors(h, h_prev, pf.size).max() < 0.01 * max(pf.size):
+                bg = self._dense_background(pf, score, res)
+                new = self._aligned_error(cands[chosen], pf, h, flow, score, bg)
+                old = self._aligned_error(cands[chosen], pf, h_prev, f_prev, score, bg)
+                if old <= 1.03 * new:
+                    h, flow, steady = h_prev, f_prev, int(track.get("count", 1)) + 1
+                    if self.dense:
+                        dense_state = "applied" if flow is not None else "no gain"
+                    reason += f"; alignment of the previous frame kept (background error {old:.4f} vs {new:.4f})"
         background, valid = self._render(cands[chosen], pf, h, score, flow)
         shares = res.shares() if res is not None else None
         return AlignResult(
@@ -521,11 +534,9 @@ class Aligner:
             homography_share=shares["fallback"] if flow is not None else 1.0,
             exposure_source=score.exposure_source, flow=flow, steady=steady)
 
-    def _dense(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score,
-               prev_flow: np.ndarray | None, steady: int):
+    def _dense(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score):
         """The residual warp of `clean` (fitted by `h`) to `plate` at the dense size: (`dense.Residual`,
-        flow, whether it improves the background). `prev_flow` (the previous frame's, same fit) is
-        averaged in with weight (steady - 1) / steady."""
+        flow, whether it lines the background up better than `h` alone)."""
         dsize = (plate.dense.shape[1], plate.dense.shape[0])
         hd = plate.to_dense @ h @ np.linalg.inv(clean.to_dense)
         csize = (clean.dense.shape[1], clean.dense.shape[0])
@@ -536,24 +547,39 @@ class Aligner:
         noise = 1.25 * float(score.photometric) if np.isfinite(score.photometric) else 0.01
         grow = max(1, int(self.subject_margin * max(dsize)))
         res = dense.estimate(plate.dense, matched, valid, noise, plate.size[0] / dsize[0], grow=grow)
-        flow = res.flow
-        if prev_flow is not None and prev_flow.shape == flow.shape:
-            flow = prev_flow + (flow - prev_flow) / steady
-        # Kept only if it lines the background up better: compared on lightly blurred copies, since
-        # interpolating a noisy clean plate at fractional offsets lowers its noise and would look like a
-        # gain by itself.
-        gx, gy = np.meshgrid(np.arange(dsize[0], dtype=np.float32), np.arange(dsize[1], dtype=np.float32))
-        moved = cv2.remap(matched, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
         bg = valid & ~res.subject
+        before = self._aligned_error(clean, plate, h, None, score, bg)
+        after = self._aligned_error(clean, plate, h, res.flow, score, bg)
+        return res, res.flow, bool(after < 0.97 * before)
 
-        def err(img):
-            blur = cv2.GaussianBlur(img, (0, 0), 1.0)
-            return float(pm.residual_map(cv2.GaussianBlur(plate.dense, (0, 0), 1.0), blur)[bg].mean()) \
-                if bg.any() else float("inf")
+    def _dense_background(self, plate: PreparedFrame, score: _Score, res) -> np.ndarray:
+        """Background at the dense size (the score size when the dense step is off): outside the dense
+        step's subject, else the agreed background."""
+        if res is not None:
+            return ~res.subject
+        img, _ = _working_copy(plate)
+        return cv2.resize(score.background.astype(np.uint8), (img.shape[1], img.shape[0]),
+                          interpolation=cv2.INTER_NEAREST).astype(bool)
 
-        before, after = err(matched), err(moved)
-        return res, flow, bool(after < 0.97 * before)
+    def _aligned_error(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, flow, score: _Score,
+                       bg: np.ndarray) -> float:
+        """Mean residual over `bg` (dense size) of `clean` aligned by `h` and `flow` (or None), exposure
+        matched. On lightly blurred copies: interpolating a noisy clean plate at fractional offsets
+        lowers its noise, which would otherwise pass for better alignment."""
+        (p_img, p_to), (c_img, c_to) = _working_copy(plate), _working_copy(clean)
+        dsize = (p_img.shape[1], p_img.shape[0])
+        hd = p_to @ h @ np.linalg.inv(c_to)
+        if flow is None:
+            warped = cv2.warpPerspective(c_img, hd, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        else:
+            where = dense.sampling_map(hd, flow, dsize, np.eye(3))
+            warped = cv2.remap(c_img, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        bg = bg & geo.coverage_mask(hd, (c_img.shape[1], c_img.shape[0]), dsize)
+        if not bg.any():
+            return float("inf")
+        matched = pm.apply_exposure(warped, score.gain, score.bias) if self.exposure else pm.clip01(warped)
+        blur = [cv2.GaussianBlur(x, (0, 0), 1.0) for x in (p_img, matched)]
+        return float(pm.residual_map(*blur)[bg].mean())
 
     # -- steps ------------------------------------------------------------------------------------------
 
@@ -739,6 +765,12 @@ class Aligner:
     def _render(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score,
                 flow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         w, hh = plate.size
+        if flow is None and clean.size == plate.size and np.array_equal(h, np.eye(3)):
+            # Already in register: the clean frame itself, every pixel of it.
+            background = clean.image.copy()
+            if self.exposure:
+                background = pm.apply_exposure(background, score.gain, score.bias)
+            return background, np.ones((hh, w), bool)
         if flow is None:
             warped = cv2.warpPerspective(clean.image, h, (w, hh), flags=_INTERPOLATION[self.interpolation],
                                          borderMode=cv2.BORDER_REPLICATE)
@@ -765,6 +797,11 @@ class Aligner:
         if grow > 0 and hot.any():
             hot = cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
         return hot.astype(bool)
+
+
+def _working_copy(frame: PreparedFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The copy alignments are compared on, and frame px -> its px: the dense one, else the score one."""
+    return (frame.dense, frame.to_dense) if frame.dense is not None else (frame.small, frame.to_small)
 
 
 def _grow(mask: np.ndarray, r: int) -> np.ndarray:
