@@ -256,8 +256,9 @@ class Aligner:
     exposure         match exposure (default True).
     dense            the dense residual warp after the homography (default True; False: homography only).
     dense_size       long side, px, of the copy the residual motion is measured on (default 480).
-    hysteresis       keep the `prefer`red candidate (the sequence's previous choice) unless another scores
-                     better by more than this fraction (default 0.15).
+    hysteresis       keep the `prefer`red candidate (the sequence's previous choice) unless another aligns
+                     the background better by more than this fraction (default 0.15), growing with the
+                     frames the choice has held still (x (1 + log2 frames), at most 0.5).
     min_background   smallest share of the frame that must be agreed background for a frame's own exposure
                      fit; below it the exposure comes from `exposure_prior` (default 0.05).
     """
@@ -445,6 +446,7 @@ class Aligner:
 
         ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
         fallback = None
+        dense_cache: dict = {}  # candidate -> (homography, dense result, flow, applied)
         if ok:
             # Refined fits are more accurate than coarse ones and were scored with the better subject
             # mask, so they win whenever there is one.
@@ -452,11 +454,27 @@ class Aligner:
             chosen = min(pool, key=lambda k: fits[k].score.total)
             how = (f"lowest refined score of {len(pool)}" if len(pool) > 1 else
                    f"lowest coarse score ({coarse_total.get(chosen, float('nan')):.4f})")
-            if prefer in pool and prefer != chosen and \
-                    fits[prefer].score.total <= fits[chosen].score.total * (1 + self.hysteresis):
-                how = (f"previous frame's choice, within {self.hysteresis:.0%} of the best score "
-                       f"({fits[chosen].score.total:.4f})")
-                chosen = prefer
+            if prefer in pool and prefer != chosen:
+                # Hysteresis, judged on what each would deliver: after the dense step where it runs
+                # (homography scores differ by parallax the dense step removes), on the pixels both
+                # take as background. Changing frames shows as a jump in the matte, so the longer a
+                # choice has held still (a still plate), the more it takes to change it.
+                held = int(track.get("count", 1)) if track is not None and track.get("index") == prefer else 1
+                margin = min(0.5, self.hysteresis * (1 + np.log2(held)))
+                if self.dense:
+                    for k in (chosen, prefer):
+                        dense_cache[k] = (fits[k].h, *self._dense(cands[k], pf, fits[k].h, fits[k].score))
+                    bg = ~dense_cache[chosen][1].subject & ~dense_cache[prefer][1].subject
+                    err = {k: self._aligned_error(cands[k], pf, fits[k].h, dense_cache[k][2] if dense_cache[k][3]
+                                                  else None, fits[k].score, bg) for k in (chosen, prefer)}
+                    keep = err[chosen] >= (1 - margin) * err[prefer]
+                    detail = f"background error after the dense step {err[prefer]:.4f} vs {err[chosen]:.4f}"
+                else:
+                    keep = fits[prefer].score.total <= fits[chosen].score.total * (1 + margin)
+                    detail = f"score {fits[prefer].score.total:.4f} vs {fits[chosen].score.total:.4f}"
+                if keep:
+                    how = f"previous frame's choice, within {margin:.0%} of the best ({detail})"
+                    chosen = prefer
             fit = fits[chosen]
             by_coarse = sorted(coarse_total, key=coarse_total.get)
             runner = next((k for k in by_coarse if k != chosen), None)
@@ -500,7 +518,10 @@ class Aligner:
         h, steady = fit.h, 1
         dense_state, flow, res = ("off" if not self.dense else "not run"), None, None
         if self.dense and fallback is None:
-            res, flow, applied = self._dense(cands[chosen], pf, h, score)
+            if chosen in dense_cache and np.array_equal(dense_cache[chosen][0], h):
+                res, flow, applied = dense_cache[chosen][1:]
+            else:
+                res, flow, applied = self._dense(cands[chosen], pf, h, score)
             dense_state = "applied" if applied else "no gain"
             if not applied:
                 flow = None

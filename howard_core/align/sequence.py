@@ -104,10 +104,11 @@ class SequenceAligner:
             raise HowardError(f"plate frame {i} is outside the plate clip (0..{self.plate_count - 1})")
         js = self.candidates(i)
         prev = self._previous
-        if prev is not None and prev.clean_index not in js and \
-                prev.clean_index in self.candidates(i, 2 * self.window + 2):
-            # Hysteresis across the sliding window: the previous choice stays a candidate a while
-            # after the window has moved past it (a still plate has no reason to change frames).
+        if prev is not None and prev.steady > 1 and prev.clean_index not in js:
+            # Hysteresis across the sliding window: while the plate holds still (the previous alignment
+            # was kept), the previous choice stays a candidate after the window has moved past it,
+            # until another is clearly better; a still plate has no reason to change frames, whatever
+            # the timeline mapping says.
             js = sorted(js + [prev.clean_index])
         result = self._align(i, plate, subject_mask, js)
         if result.fallback in ("previous", "identity"):
