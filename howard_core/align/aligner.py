@@ -401,20 +401,22 @@ class Aligner:
                                        interpolation=cv2.INTER_NEAREST).astype(bool)
         priors = () if exposure_prior is None else (("previous frames", *exposure_prior),)
 
-        # Coarse fits, each first scored on the background its own exposure fit agrees on.
+        # Coarse fits; the agreed background: where any fitting candidate has the plate's local structure
+        # (the subject has none of theirs). Every candidate is then scored on it, so the subject never
+        # counts against one.
         fits = [self.coarse_fit(c.features, pf.features) for c in cands]
-        for c, f in zip(cands, fits, strict=True):
-            if f.h is not None:
-                self._score_fit(f, c, pf, subject_small, priors=priors, check=False)
         ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
-        # The agreed background: what any fitting candidate explains (the subject disagrees with all of
-        # them). Every candidate is then scored on it, so the subject never counts against one.
-        agreed = np.logical_or.reduce([fits[k].score.background for k in ok]) if ok else None
+        agreed = np.logical_or.reduce([self._own_background(fits[k].h, cands[k], pf, subject_small)
+                                       for k in ok]) if ok else None
         for k in ok:
             self._score_fit(fits[k], cands[k], pf, subject_small, agreed=agreed, priors=priors)
         ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
 
         coarse_total = {k: fits[k].score.total for k in ok}
+        # Hysteresis margin: changing frames shows as a jump in the matte, so the longer a choice has
+        # held still (a still plate), the more it takes to change it.
+        held = int(track.get("count", 1)) if track is not None and track.get("index") == prefer else 1
+        margin = min(0.5, self.hysteresis * (1 + np.log2(held)))
         subject = subject_small
         grow = max(1, int(self.subject_margin * max(small_size)))
         if ok:
@@ -424,16 +426,21 @@ class Aligner:
             subject = est if subject is None else (subject | est)
             if self.refine:
                 corners = self._plate_corners(pf, subject)
-                # The best coarse fits, in order, until `refine_top` refinements succeed (one spare try);
-                # the preferred candidate too, so that it competes on equal terms.
+                # The best coarse fits, in order, until `refine_top` refinements succeed (one spare try).
+                # The preferred candidate goes first; the others compete with it only when their coarse
+                # score is clearly better (each refinement costs two full-resolution warps).
                 order = sorted(ok, key=lambda k: fits[k].score.total)
-                todo = order[:self.refine_top + 1]
-                if prefer in ok and prefer not in todo[:self.refine_top]:
-                    todo = todo[:self.refine_top] + [prefer] + todo[self.refine_top:]
+                if prefer in ok:
+                    rivals = [k for k in order if k != prefer and
+                              fits[k].score.total * (1 + margin) < fits[prefer].score.total]
+                    need = 1 + min(self.refine_top, len(rivals))
+                    todo = [prefer] + rivals + [k for k in order if k != prefer and k not in rivals]
+                else:
+                    todo, need = order, self.refine_top
                 done = 0
-                for k in todo:
-                    if done >= self.refine_top and k != prefer:
-                        continue
+                for k in todo[:need + 1]:  # one spare try
+                    if done >= need:
+                        break
                     refined = self._refine(cands[k], pf, fits[k], corners)
                     if refined is not None:
                         self._score_fit(refined, cands[k], pf, subject, agreed=agreed, priors=priors)
@@ -457,10 +464,7 @@ class Aligner:
             if prefer in pool and prefer != chosen:
                 # Hysteresis, judged on what each would deliver: after the dense step where it runs
                 # (homography scores differ by parallax the dense step removes), on the pixels both
-                # take as background. Changing frames shows as a jump in the matte, so the longer a
-                # choice has held still (a still plate), the more it takes to change it.
-                held = int(track.get("count", 1)) if track is not None and track.get("index") == prefer else 1
-                margin = min(0.5, self.hysteresis * (1 + np.log2(held)))
+                # take as background.
                 if self.dense:
                     for k in (chosen, prefer):
                         dense_cache[k] = (fits[k].h, *self._dense(cands[k], pf, fits[k].h, fits[k].score))
@@ -643,6 +647,20 @@ class Aligner:
             why = f"overlaps less than {self.min_overlap:.0%} of the plate"
         return why
 
+    def _small_warp(self, h: np.ndarray, clean: PreparedFrame, plate: PreparedFrame):
+        """`clean`'s score-size copy warped into `plate`'s by `h` (clean px -> plate px), and its cover."""
+        small_size = (plate.small.shape[1], plate.small.shape[0])
+        hs = plate.to_small @ h @ np.linalg.inv(clean.to_small)
+        warped = cv2.warpPerspective(clean.small, hs, small_size, flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
+        return warped, geo.coverage_mask(hs, (clean.small.shape[1], clean.small.shape[0]), small_size)
+
+    def _own_background(self, h: np.ndarray, clean: PreparedFrame, plate: PreparedFrame,
+                        subject: np.ndarray | None) -> np.ndarray:
+        """Where `clean`, fitted by `h`, has the structure of `plate` (small size, bool)."""
+        warped, valid = self._small_warp(h, clean, plate)
+        return pm.agreeing_background(warped, plate.small, valid if subject is None else valid & ~subject)
+
     def _score_fit(self, fit: Fit, clean: PreparedFrame, plate: PreparedFrame, subject: np.ndarray | None,
                    agreed: np.ndarray | None = None, priors: tuple = (), check: bool = True) -> None:
         """Photometric score of a fit on the small copies, on background only; fails the fit (when
@@ -652,19 +670,15 @@ class Aligner:
         candidates (small size), else the fit's own. Exposure comes from that background only
         (`photometric.background_exposure`), with `priors` as the alternatives it must beat.
         """
-        small_size = (plate.small.shape[1], plate.small.shape[0])
-        hs = plate.to_small @ fit.h @ np.linalg.inv(clean.to_small)
-        warped = cv2.warpPerspective(clean.small, hs, small_size, flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_REPLICATE)
-        valid = geo.coverage_mask(hs, (clean.small.shape[1], clean.small.shape[0]), small_size)
+        warped, valid = self._small_warp(fit.h, clean, plate)
         base = valid if subject is None else valid & ~subject
         if agreed is not None:
             base = base & agreed
         source = "off"
         if self.exposure:
-            # On an agreed background one refit removes what it still holds of the subject's edges.
+            # An agreed background is already clean of the subject: one fit on it.
             gain, bias, bg, source = pm.background_exposure(
-                warped, plate.small, base, priors=priors, iterations=3 if agreed is None else 1,
+                warped, plate.small, base, priors=priors, iterations=2 if agreed is None else 0,
                 seeded=agreed is None)
         else:
             gain, bias, bg = np.ones(3), np.zeros(3), base

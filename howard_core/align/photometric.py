@@ -144,8 +144,16 @@ def local_agreement(a: np.ndarray, b: np.ndarray, radius: int = 3) -> np.ndarray
     return np.where(textured, cov / np.sqrt(np.maximum(va * vb, 1e-12)), 0.0).astype(np.float32)
 
 
+def agreeing_background(warped: np.ndarray, plate: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Where the local structure of the two takes agrees (h x w bool, within `valid`): background by a
+    test independent of exposure; all of `valid` when almost nothing agrees (blank or foreign frames)."""
+    agree = local_agreement(cv2.cvtColor(plate, cv2.COLOR_RGB2GRAY), cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY))
+    bg = valid & (agree > 0.7)
+    return bg if bg.sum() >= max(_MIN_PIXELS, 0.01 * valid.sum()) else valid.copy()
+
+
 def background_exposure(warped: np.ndarray, plate: np.ndarray, valid: np.ndarray, *,
-                        priors: tuple = (), iterations: int = 3, margin: float = 0.02, seeded: bool = True):
+                        priors: tuple = (), iterations: int = 2, margin: float = 0.02, seeded: bool = True):
     """Exposure from confident background only, for plates whatever share of them the subject covers.
 
     warped, plate: h x w x 3 float32, the clean plate warped into the plate and the plate itself.
@@ -154,35 +162,30 @@ def background_exposure(warped: np.ndarray, plate: np.ndarray, valid: np.ndarray
     Returns (gain, bias, background, source): background (h x w bool) the pixels agreed to be
     background, source "fit", "identity" or a prior's name. Iterative: the first background is where
     the local structure of the two takes agrees (exposure-independent; with `seeded` False, all of
-    `valid`, for a mask already agreed); then fit -> residual -> subject estimate -> refit. The fit is
+    `valid`, for a mask already agreed); then `iterations` rounds of fit -> residual -> subject
+    estimate, and the fit on the background that is left. The fit is
     kept only if it beats every alternative (identity, priors) on that background by more than
     `margin` (relative): an exact clean plate keeps unit gain and zero bias, and a fit never does
     worse than the identity.
     """
-    if seeded:
-        agree = local_agreement(cv2.cvtColor(plate, cv2.COLOR_RGB2GRAY), cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY))
-        bg = valid & (agree > 0.7)
-        if bg.sum() < max(_MIN_PIXELS, 0.01 * valid.sum()):
-            bg = valid.copy()
-    else:
-        agree, bg = None, valid.copy()
-    gain, bias = np.ones(3), np.zeros(3)
+    bg = agreeing_background(warped, plate, valid) if seeded else valid.copy()
     for _ in range(iterations):
         gain, bias = fit_exposure(warped, plate, bg)
         residual = residual_map(plate, apply_exposure(warped, gain, bias))
         r = residual[bg]
         if r.size < _MIN_PIXELS:
             break
-        sigma = 1.4826 * float(np.median(r))
+        sigma = 1.4826 * float(np.median(r[:: max(1, r.size // _FIT_PIXELS)]))
         subject = (residual > max(0.03, 4 * sigma)) & valid
         subject = cv2.morphologyEx(subject.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         bg = valid & ~cv2.dilate(subject, np.ones((5, 5), np.uint8)).astype(bool)
         if bg.sum() < _MIN_PIXELS:
-            bg = valid & (agree > 0.7) if agree is not None else valid.copy()
+            bg = agreeing_background(warped, plate, valid) if seeded else valid.copy()
             break
+    gain, bias = fit_exposure(warped, plate, bg)
 
     idx = np.flatnonzero(bg)
-    idx = idx[:: max(1, len(idx) // (4 * _FIT_PIXELS))]
+    idx = idx[:: max(1, len(idx) // _FIT_PIXELS)]
     xs = warped.reshape(-1, 3)[idx].astype(np.float64)
     ys = plate.reshape(-1, 3)[idx].astype(np.float64)
 
