@@ -226,6 +226,16 @@ class _SubjectLook:
     side: float
 
 
+def _random_look(rng: np.random.Generator) -> _SubjectLook:
+    return _SubjectLook(
+        cloth=rng.uniform(0.1, 0.8, 3).astype(np.float32),
+        skin=np.array([0.8, 0.6, 0.5], np.float32) * rng.uniform(0.6, 1.1),
+        texture=_fractal_noise(rng, 64, 64, 1, finest=2, coarsest=32)[..., 0],
+        phases=rng.uniform(0, 2 * np.pi, 10),
+        side=rng.uniform(-1, 1),
+    )
+
+
 def _subject_layers(look: _SubjectLook, t: float, width: int, height: int,
                     scale: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Alpha (h x w) and colour (h x w x 3) of the subject in its bounding box, and the box origin.
@@ -463,13 +473,7 @@ def make_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_
     else:
         clean_scene = np.clip(linear_to_srgb(srgb_to_linear(scene) * gain.astype(np.float32)), 0, 1)
 
-    look = _SubjectLook(
-        cloth=rng.uniform(0.1, 0.8, 3).astype(np.float32),
-        skin=np.array([0.8, 0.6, 0.5], np.float32) * rng.uniform(0.6, 1.1),
-        texture=_fractal_noise(rng, 64, 64, 1, finest=2, coarsest=32)[..., 0],
-        phases=rng.uniform(0, 2 * np.pi, 10),
-        side=rng.uniform(-1, 1),
-    )
+    look = _random_look(rng)
     frame_seeds = rng.integers(0, 2**63, size=2)
 
     def frame_rng(take: int, k: int) -> np.random.Generator:
@@ -729,13 +733,7 @@ def make_depth_shot(width: int = 640, height: int = 360, plate_frames: int = 8, 
             img = cv2.blendLinear(layer, img, w, 1 - w)
         return img
 
-    look = _SubjectLook(
-        cloth=rng.uniform(0.1, 0.8, 3).astype(np.float32),
-        skin=np.array([0.8, 0.6, 0.5], np.float32) * rng.uniform(0.6, 1.1),
-        texture=_fractal_noise(rng, 64, 64, 1, finest=2, coarsest=32)[..., 0],
-        phases=rng.uniform(0, 2 * np.pi, 10),
-        side=rng.uniform(-1, 1),
-    )
+    look = _random_look(rng)
     closeup_k = _closeup_scale(width, height, subject_cover, width * (0.5 + 0.12 * look.side)) \
         if subject == "closeup" else 0.0
     frame_seeds = rng.integers(0, 2**63, size=2)
@@ -776,19 +774,17 @@ def make_depth_shot(width: int = 640, height: int = 360, plate_frames: int = 8, 
             return last[i][k]
         return get
 
-    if lazy:
-        plate_seq, alpha_seq, fg_seq, bg_seq = (_LazyFrames(plate_frames, part(k)) for k in range(4))
-        clean_seq = _LazyFrames(clean_frames, render_clean)
-    else:
-        per_frame = [render_all(i) for i in range(plate_frames)]
-        plate_seq, alpha_seq, fg_seq, bg_seq = (list(x) for x in zip(*per_frame, strict=True))
-        clean_seq = [render_clean(j) for j in range(clean_frames)]
-
-    params = dict(width=width, height=height, plate_frames=plate_frames, clean_frames=clean_frames, seed=seed,
-                  depth=True, camera_motion=camera_motion, plate_still=plate_still, clean_deviation=clean_deviation,
-                  clean_offset=clean_offset, clean_rate=clean_rate, exposure_stops=exposure_stops,
-                  white_balance=white_balance, noise=noise, subject=subject, subject_scale=subject_scale,
-                  subject_cover=subject_cover, subject_still=subject_still)
+    # The four plate-side lists share one render per frame.
+    plate_seq, alpha_seq, fg_seq, bg_seq = (
+        (_LazyFrames(plate_frames, part(k)) for k in range(4)) if lazy else
+        (list(x) for x in zip(*map(render_all, range(plate_frames)), strict=True)))
+    clean_seq = _LazyFrames(clean_frames, render_clean) if lazy else [render_clean(j) for j in range(clean_frames)]
+    params = {"width": width, "height": height, "plate_frames": plate_frames, "clean_frames": clean_frames,
+              "seed": seed, "depth": True, "camera_motion": camera_motion, "plate_still": plate_still,
+              "clean_deviation": clean_deviation, "clean_offset": clean_offset, "clean_rate": clean_rate,
+              "exposure_stops": exposure_stops, "white_balance": white_balance, "noise": noise,
+              "subject": subject, "subject_scale": subject_scale, "subject_cover": subject_cover,
+              "subject_still": subject_still}
     return Shot(plate=plate_seq, clean=clean_seq, alpha=alpha_seq, foreground=fg_seq,
                 plate_homographies=[h[0] for h in plate_h], clean_homographies=[h[0] for h in clean_h],
                 plate_times=plate_times, clean_times=clean_times, clean_gain=gain, plate_size=(width, height),

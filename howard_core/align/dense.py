@@ -15,7 +15,9 @@ into a sampling map for the final warp:
    normalised convolution over a pyramid (push-pull), then smoothed with a guided filter steered by the
    clean plate itself, whose edges are the set's edges there, so that the fill follows depth edges and
    the clean plate under the subject is the background that belongs there.
-4. On unreliable background the homography is kept (zero residual motion), feathered so no seam shows.
+4. Small unreliable patches (specks, flat texture) are filled like the subject; over large ones (1% of
+   the frame or more: the clean take cannot see there, or nothing can be tracked) the homography is
+   kept (zero residual motion), feathered so no seam shows.
 
 All images here are h x w float32 at the reduced size; flows are h x w x 2 float32 in reduced pixels,
 plate pixel x -> warped-clean pixel x + flow(x). `Residual` carries the statistics the QC records.
@@ -147,20 +149,23 @@ def fill(flow: np.ndarray, known: np.ndarray, guide: np.ndarray) -> np.ndarray:
         est = np.where(w[..., None] > 1e-6, f / np.maximum(w, 1e-6)[..., None], up) * conf + up * (1 - conf)
     est = est.astype(np.float32)
     r = max(2, min(flow.shape[:2]) // 30)
-    smooth = np.dstack([_guided(guide, est[..., k], r, 1e-3) for k in range(2)])
+    smooth = _guided(guide, est, r, 1e-3)
     return np.where(known[..., None], flow, smooth).astype(np.float32)
 
 
 def _guided(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.ndarray:
-    """Guided filter of `src` by grey `guide` (both h x w float32), box radius r, regulariser eps."""
+    """Guided filter of `src` (h x w x C float32, all channels at once) by grey `guide` (h x w float32),
+    box radius r, regulariser eps."""
     k = (2 * r + 1, 2 * r + 1)
-    mean_i = cv2.boxFilter(guide, -1, k)
+    g = guide[..., None]
+    mean_i = cv2.boxFilter(guide, -1, k)[..., None]
+    var_i = cv2.boxFilter(guide * guide, -1, k)[..., None] - mean_i * mean_i
     mean_p = cv2.boxFilter(src, -1, k)
-    var_i = cv2.boxFilter(guide * guide, -1, k) - mean_i * mean_i
-    cov = cv2.boxFilter(guide * src, -1, k) - mean_i * mean_p
+    cov = cv2.boxFilter(np.ascontiguousarray(g * src), -1, k) - mean_i * mean_p
     a = cov / (var_i + eps)
     b = mean_p - a * mean_i
-    return cv2.boxFilter(a, -1, k) * guide + cv2.boxFilter(b, -1, k)
+    return cv2.boxFilter(np.ascontiguousarray(a, np.float32), -1, k) * g + \
+        cv2.boxFilter(np.ascontiguousarray(b, np.float32), -1, k)
 
 
 def sampling_map(h: np.ndarray, flow: np.ndarray, plate_size: tuple[int, int],
