@@ -159,6 +159,7 @@ class AlignResult:
     flow:        the dense residual flow at the reduced size (h x w x 2 float32, reduced px) or None; not
                  in the QC, kept for the sequence helper's temporal smoothing.
     steady:      frames in a row this alignment has been kept (1: fitted on this frame).
+    plate_gray:  the plate's feature-size luma (uint8), for the next frame's stillness test; not in the QC.
     """
 
     background: np.ndarray
@@ -188,6 +189,7 @@ class AlignResult:
     exposure_source: str = "fit"
     flow: np.ndarray | None = field(default=None, repr=False)
     steady: int = 1
+    plate_gray: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def inlier_ratio(self) -> float:
@@ -371,15 +373,16 @@ class Aligner:
                       grown by `subject_margin` since the subject has moved since.
         prior:        optional (candidate position, homography clean px -> plate px) to fall back on when
                       nothing fits, e.g. the previous frame's result.
-        prefer:       optional candidate position kept unless another scores better by more than
-                      `hysteresis` (the previous frame's choice, so a still plate keeps one clean frame).
-        exposure_prior: optional (gain, bias) of neighbouring frames: the exposure fit must beat it, and it
-                      is used as it is when too little background is visible.
+        prefer:       optional candidate position kept unless another aligns better by more than
+                      `hysteresis` (the previous frame's choice, so a still plate keeps one clean frame);
+                      heeded only while the plate holds still (see `track`).
+        exposure_prior: optional (gain, bias) of neighbouring frames, used when too little background is
+                      visible for this frame's own fit (`min_background`).
         track:        optional state of the previous frame on the same candidate list (`SequenceAligner`
-                      keeps it): {"index", "homography", "flow", "count"}. When the same candidate is
-                      chosen, the previous alignment (homography and flow) is kept unless this frame's
-                      own lines the background up better by more than 3%, so that a still plate gets a
-                      still clean plate.
+                      keeps it): {"index", "homography", "flow", "count", "plate_gray"}. When the same
+                      candidate is chosen and the plate has not moved since, the previous alignment
+                      (homography and flow) is kept unless this frame's own lines the background up
+                      better by more than 3%, so that a still plate gets a still clean plate.
         Labels name the frames in error messages and QC. Frames that cannot be aligned do not raise: they
         come back with `fallback` set and `flagged`. Raises HowardError for unusable input arrays.
         """
@@ -399,7 +402,15 @@ class Aligner:
         if given_subject is not None:
             subject_small = cv2.resize(given_subject.astype(np.uint8), small_size,
                                        interpolation=cv2.INTER_NEAREST).astype(bool)
-        priors = () if exposure_prior is None else (("previous frames", *exposure_prior),)
+        # History counts only while the plate holds still (tracked against the previous plate frame):
+        # a moving plate is judged on its own, frame by frame, so farm chunks agree with a whole run.
+        still = track is not None and _still(track.get("plate_gray"), pf.features)
+        if not still:
+            prefer = None
+        # The previous frames' exposure stands in only where a frame shows too little background for
+        # its own fit (below): as a competitor on every frame it would tie each frame's result to the
+        # frames before it, and farm chunks would no longer agree with a whole run.
+        priors = ()
 
         # Coarse fits; the agreed background: where any fitting candidate has the plate's local structure
         # (the subject has none of theirs). Every candidate is then scored on it, so the subject never
@@ -529,11 +540,11 @@ class Aligner:
             dense_state = "applied" if applied else "no gain"
             if not applied:
                 flow = None
-        # Along the shot: the previous frame's alignment of the same clean frame is kept unless this
-        # frame's own is clearly better on the background. With depth a homography is ambiguous (which
+        # While the plate holds still, the previous frame's alignment of the same clean frame is kept
+        # unless this frame's own is clearly better on the background. With depth a homography is ambiguous (which
         # layer dominates) and refits wander by a pixel; the whole alignment, not the fit, is compared,
         # so a still plate gets a still clean plate.
-        if track is not None and fallback is None and track.get("index") == chosen:
+        if still and fallback is None and track.get("index") == chosen:
             h_prev, f_prev = np.asarray(track["homography"], np.float64), track.get("flow")
             if geo.corner_errors(h, h_prev, pf.size).max() < 0.01 * max(pf.size):
                 bg = self._dense_background(pf, score, res)
@@ -557,7 +568,7 @@ class Aligner:
             background_share=shares["background"] if shares else score.background_share,
             subject_share=shares["subject"] if shares else 1 - score.background_share,
             homography_share=shares["fallback"] if flow is not None else 1.0,
-            exposure_source=score.exposure_source, flow=flow, steady=steady)
+            exposure_source=score.exposure_source, flow=flow, steady=steady, plate_gray=pf.features.gray)
 
     def _dense(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score):
         """The residual warp of `clean` (fitted by `h`) to `plate` at the dense size: (`dense.Residual`,
@@ -832,6 +843,23 @@ class Aligner:
         if grow > 0 and hot.any():
             hot = cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
         return hot.astype(bool)
+
+
+def _still(previous: np.ndarray | None, plate: Features, tolerance: float = 0.15) -> bool:
+    """Whether the plate has not moved since the frame whose feature-size luma is `previous`: corners of
+    that frame tracked into this one (Lucas-Kanade) move less than `tolerance` plate pixels (median,
+    so a moving subject does not count)."""
+    if previous is None or previous.shape != plate.gray.shape:
+        return False
+    pts = cv2.goodFeaturesToTrack(previous, 200, 0.01, 8)
+    if pts is None or len(pts) < 16:
+        return False
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, plate.gray, pts, None, winSize=_LK_WINDOW, maxLevel=2)
+    ok = status.ravel() == 1
+    if ok.sum() < 16:
+        return False
+    shift = np.linalg.norm((moved - pts).reshape(-1, 2)[ok], axis=1)
+    return float(np.median(shift)) * plate.pixel < tolerance
 
 
 def _working_copy(frame: PreparedFrame) -> tuple[np.ndarray, np.ndarray]:

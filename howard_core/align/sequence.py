@@ -142,7 +142,8 @@ class SequenceAligner:
         prev = self._previous
         if prev is not None and prev.clean_index in js:
             prefer = js.index(prev.clean_index)
-            track = {"index": prefer, "homography": prev.homography, "flow": prev.flow, "count": prev.steady}
+            track = {"index": prefer, "homography": prev.homography, "flow": prev.flow, "count": prev.steady,
+                     "plate_gray": prev.plate_gray}
         result = self.aligner.align(plate, cands, subject_mask=subject_mask, prior=prior,
                                     plate_label=f"plate frame {i}",
                                     candidate_labels=[f"clean-plate frame {j}" for j in js], prefer=prefer,
