@@ -160,6 +160,8 @@ class AlignResult:
                  in the QC, kept for the sequence helper's temporal smoothing.
     steady:      frames in a row this alignment has been kept (1: fitted on this frame).
     plate_gray:  the plate's feature-size luma (uint8), for the next frame's stillness test; not in the QC.
+    still:       the plate had not moved since the previous frame given in `track`.
+    held:        frames in a row this clean frame has been chosen while the plate held still.
     """
 
     background: np.ndarray
@@ -190,6 +192,8 @@ class AlignResult:
     flow: np.ndarray | None = field(default=None, repr=False)
     steady: int = 1
     plate_gray: np.ndarray | None = field(default=None, repr=False)
+    still: bool = False
+    held: int = 1
 
     @property
     def inlier_ratio(self) -> float:
@@ -218,6 +222,7 @@ class AlignResult:
             "homography_share": _round(self.homography_share, 4),
             "exposure_source": self.exposure_source,
             "steady_frames": int(self.steady),
+            "plate_still": bool(self.still),
             "flagged": bool(self.flagged),
             "reason": self.reason,
             "homography": [[float(v) for v in row] for row in np.asarray(self.homography)],
@@ -377,12 +382,14 @@ class Aligner:
                       `hysteresis` (the previous frame's choice, so a still plate keeps one clean frame);
                       heeded only while the plate holds still (see `track`).
         exposure_prior: optional (gain, bias) of neighbouring frames, used when too little background is
-                      visible for this frame's own fit (`min_background`).
+                      visible for this frame's own fit (`min_background`), and while the plate holds
+                      still an alternative the fit must beat.
         track:        optional state of the previous frame on the same candidate list (`SequenceAligner`
-                      keeps it): {"index", "homography", "flow", "count", "plate_gray"}. When the same
+                      keeps it): {"index", "homography", "flow", "count", "held", "plate_gray"}. When the same
                       candidate is chosen and the plate has not moved since, the previous alignment
                       (homography and flow) is kept unless this frame's own lines the background up
-                      better by more than 3%, so that a still plate gets a still clean plate.
+                      better by more than 3% (up to 10% as it keeps holding), so that a still plate
+                      gets a still clean plate.
         Labels name the frames in error messages and QC. Frames that cannot be aligned do not raise: they
         come back with `fallback` set and `flagged`. Raises HowardError for unusable input arrays.
         """
@@ -407,10 +414,9 @@ class Aligner:
         still = track is not None and _still(track.get("plate_gray"), pf.features)
         if not still:
             prefer = None
-        # The previous frames' exposure stands in only where a frame shows too little background for
-        # its own fit (below): as a competitor on every frame it would tie each frame's result to the
-        # frames before it, and farm chunks would no longer agree with a whole run.
-        priors = ()
+        # The previous frames' exposure: a fit must beat it while the plate holds still, and it stands in
+        # where a frame shows too little background for its own fit (below).
+        priors = (("previous frames", *exposure_prior),) if still and exposure_prior is not None else ()
 
         # Coarse fits; the agreed background: where any fitting candidate has the plate's local structure
         # (the subject has none of theirs). Every candidate is then scored on it, so the subject never
@@ -426,7 +432,7 @@ class Aligner:
         coarse_total = {k: fits[k].score.total for k in ok}
         # Hysteresis margin: changing frames shows as a jump in the matte, so the longer a choice has
         # held still (a still plate), the more it takes to change it.
-        held = int(track.get("count", 1)) if track is not None and track.get("index") == prefer else 1
+        held = int(track.get("held", 1)) if prefer is not None and track.get("index") == prefer else 1
         margin = min(0.5, self.hysteresis * (1 + np.log2(held)))
         subject = subject_small
         grow = max(1, int(self.subject_margin * max(small_size)))
@@ -550,7 +556,8 @@ class Aligner:
                 bg = self._dense_background(pf, score, res)
                 new = self._aligned_error(cands[chosen], pf, h, flow, score, bg)
                 old = self._aligned_error(cands[chosen], pf, h_prev, f_prev, score, bg)
-                if old <= 1.03 * new:
+                # Like the choice of frame, a kept alignment gets harder to overturn the longer it holds.
+                if old <= (1 + min(0.1, 0.03 * (1 + np.log2(int(track.get("count", 1)))))) * new:
                     h, flow, steady = h_prev, f_prev, int(track.get("count", 1)) + 1
                     if self.dense:
                         dense_state = "applied" if flow is not None else "no gain"
@@ -568,7 +575,8 @@ class Aligner:
             background_share=shares["background"] if shares else score.background_share,
             subject_share=shares["subject"] if shares else 1 - score.background_share,
             homography_share=shares["fallback"] if flow is not None else 1.0,
-            exposure_source=score.exposure_source, flow=flow, steady=steady, plate_gray=pf.features.gray)
+            exposure_source=score.exposure_source, flow=flow, steady=steady, plate_gray=pf.features.gray,
+            still=still, held=held + 1 if prefer is not None and chosen == prefer else 1)
 
     def _dense(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score):
         """The residual warp of `clean` (fitted by `h`) to `plate` at the dense size: (`dense.Residual`,

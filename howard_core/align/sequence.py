@@ -104,9 +104,9 @@ class SequenceAligner:
             raise HowardError(f"plate frame {i} is outside the plate clip (0..{self.plate_count - 1})")
         js = self.candidates(i)
         prev = self._previous
-        if prev is not None and prev.steady > 1 and prev.clean_index not in js:
-            # Hysteresis across the sliding window: while the plate holds still (the previous alignment
-            # was kept), the previous choice stays a candidate after the window has moved past it,
+        if prev is not None and prev.still and prev.clean_index not in js:
+            # Hysteresis across the sliding window: while the plate holds still, the previous choice
+            # stays a candidate after the window has moved past it,
             # until another is clearly better; a still plate has no reason to change frames, whatever
             # the timeline mapping says.
             js = sorted(js + [prev.clean_index])
@@ -143,7 +143,7 @@ class SequenceAligner:
         if prev is not None and prev.clean_index in js:
             prefer = js.index(prev.clean_index)
             track = {"index": prefer, "homography": prev.homography, "flow": prev.flow, "count": prev.steady,
-                     "plate_gray": prev.plate_gray}
+                     "held": prev.held, "plate_gray": prev.plate_gray}
         result = self.aligner.align(plate, cands, subject_mask=subject_mask, prior=prior,
                                     plate_label=f"plate frame {i}",
                                     candidate_labels=[f"clean-plate frame {j}" for j in js], prefer=prefer,
