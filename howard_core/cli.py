@@ -77,8 +77,34 @@ class TerminalProgress:
         elif kind == "done":
             self.stream.write("\n")
             flagged = event["flagged_frames"]
-            note = f"; {len(flagged)} frames flagged for review" if flagged else ""
+            note = f"; {len(flagged)} frames flagged for review ({frame_list(flagged)})" if flagged else ""
             print(f"howard: done, {event['done']} frames{note}; report {event['report']}", file=self.stream)
+
+
+def frame_list(frames: list, limit: int = 12) -> str:
+    """Frame numbers for a one-line message: the first `limit`, then how many more."""
+    shown = ", ".join(str(f) for f in frames[:limit])
+    return shown + (f" and {len(frames) - limit} more" if len(frames) > limit else "")
+
+
+def warn_alignment_fallbacks(report: dict, stream=None) -> None:
+    """Say on `stream` (default stderr) which frames' alignment fell back (no clean-plate candidate
+    fitted), loudly when every frame did: the mattes of such a run are not to be trusted, however
+    quietly it finished."""
+    stream = stream or sys.stderr
+    frames = report.get("frames") or []
+    fell = [r.get("frame", r.get("plate_frame")) for r in frames if r.get("fallback") not in (None, "wider_window")]
+    if not fell:
+        return
+    where = f"; each frame's reason is in {report['report']}" if report.get("report") else ""
+    if len(fell) == len(frames):
+        print(f"howard: WARNING: alignment fell back on EVERY frame ({len(fell)} of {len(frames)}): no clean-plate "
+              "frame could be fitted to the plate, so the clean plate is not lined up and the mattes cannot be "
+              "trusted. Check that the clean plate shows the same set from the same camera, and its timing "
+              f"(--clean-offset / --clean-scale){where}", file=stream)
+    else:
+        print(f"howard: alignment fell back on {len(fell)} of {len(frames)} frames ({frame_list(fell)}); check "
+              f"their mattes{where}", file=stream)
 
 
 def json_progress(event: dict) -> None:
@@ -205,7 +231,7 @@ def cmd_matte(args) -> int:
         farm = {"cluster": args.cluster, "chunk_size": args.chunk_size, "security": _security(args),
                 "path_map": PathMap.parse(args.path_map)}
     layers = [x for x in (args.layers or "").split(",") if x]
-    matte(args.plate, args.clean_plate, args.output, frames=parse_frames(args.frames) if args.frames else None,
+    report = matte(args.plate, args.clean_plate, args.output, frames=parse_frames(args.frames) if args.frames else None,
           kind=args.format, layers=layers, compression=args.compression, model=args.model, preset=args.preset,
           backbone_scale=args.backbone_scale, refine_mode=args.refine_mode, sample_pixels=args.sample_pixels,
           refine_threshold=args.refine_threshold,
@@ -214,6 +240,7 @@ def cmd_matte(args) -> int:
           resume=args.resume, align=not args.no_align, window=args.window, clean_offset=args.clean_offset,
           clean_scale=args.clean_scale, batch_size=args.batch_size, threads=args.threads, report=args.report,
           progress=_with_weights_notice(_progress(args.progress)), **farm)
+    warn_alignment_fallbacks(report)
     return 0
 
 
@@ -221,10 +248,12 @@ def cmd_align(args) -> int:
     from howard_core.align.run import align_clip
     from howard_core.io import parse_frames
 
-    align_clip(args.plate, args.clean_plate, args.output, frames=parse_frames(args.frames) if args.frames else None,
+    frames = parse_frames(args.frames) if args.frames else None
+    report = align_clip(args.plate, args.clean_plate, args.output, frames=frames,
                colorspace=args.colorspace, clean_colorspace=args.clean_colorspace, ocio_config=args.ocio_config,
                missing=args.missing, window=args.window, clean_offset=args.clean_offset,
                clean_scale=args.clean_scale, report=args.report, progress=_progress(args.progress))
+    warn_alignment_fallbacks(report)
     return 0
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-__all__ = ["Shot", "make_shot", "srgb_to_linear", "linear_to_srgb"]
+__all__ = ["Shot", "make_depth_shot", "make_shot", "srgb_to_linear", "linear_to_srgb"]
 
 # Scene pixels per frame pixel at zoom 1: supersampling keeps frames sharp and unaliased after warping.
 _SCENE_DENSITY = 1.25
@@ -226,6 +226,16 @@ class _SubjectLook:
     side: float
 
 
+def _random_look(rng: np.random.Generator) -> _SubjectLook:
+    return _SubjectLook(
+        cloth=rng.uniform(0.1, 0.8, 3).astype(np.float32),
+        skin=np.array([0.8, 0.6, 0.5], np.float32) * rng.uniform(0.6, 1.1),
+        texture=_fractal_noise(rng, 64, 64, 1, finest=2, coarsest=32)[..., 0],
+        phases=rng.uniform(0, 2 * np.pi, 10),
+        side=rng.uniform(-1, 1),
+    )
+
+
 def _subject_layers(look: _SubjectLook, t: float, width: int, height: int,
                     scale: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Alpha (h x w) and colour (h x w x 3) of the subject in its bounding box, and the box origin.
@@ -328,7 +338,9 @@ class Shot:
                 hand-held deviation.
     clean_gain: per-channel linear-light gain of the clean take relative to the plate (exposure + balance).
     scene:      the scene plane itself, Hs x Ws x 3 float32 sRGB at the plate's exposure, in scene pixels
-                (what the homographies map from).
+                (what the homographies map from). For a scene with depth (`make_depth_shot`): its far wall.
+    backgrounds: scenes with depth only: the true noise-free background of every plate frame (plate
+                exposure, H x W x 3 float32 sRGB), since no homography maps a clean frame onto it.
     """
 
     plate: Sequence[np.ndarray]
@@ -344,6 +356,7 @@ class Shot:
     clean_size: tuple[int, int]
     params: dict = field(default_factory=dict)
     scene: np.ndarray | None = field(default=None, repr=False)
+    backgrounds: Sequence[np.ndarray] | None = field(default=None, repr=False)
 
     def clean_to_plate(self, j: int, i: int) -> np.ndarray:
         """True homography (3x3 float64) from clean-frame-j pixels to plate-frame-i pixels."""
@@ -357,6 +370,8 @@ class Shot:
 
     def plate_background(self, i: int) -> np.ndarray:
         """Noise-free background of plate frame i (plate exposure), H x W x 3 float32 sRGB."""
+        if self.backgrounds is not None:
+            return self.backgrounds[i]
         w, h = self.plate_size
         return cv2.warpPerspective(self.scene, self.plate_homographies[i], (w, h), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REFLECT)
@@ -458,13 +473,7 @@ def make_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_
     else:
         clean_scene = np.clip(linear_to_srgb(srgb_to_linear(scene) * gain.astype(np.float32)), 0, 1)
 
-    look = _SubjectLook(
-        cloth=rng.uniform(0.1, 0.8, 3).astype(np.float32),
-        skin=np.array([0.8, 0.6, 0.5], np.float32) * rng.uniform(0.6, 1.1),
-        texture=_fractal_noise(rng, 64, 64, 1, finest=2, coarsest=32)[..., 0],
-        phases=rng.uniform(0, 2 * np.pi, 10),
-        side=rng.uniform(-1, 1),
-    )
+    look = _random_look(rng)
     frame_seeds = rng.integers(0, 2**63, size=2)
 
     def frame_rng(take: int, k: int) -> np.random.Generator:
@@ -551,3 +560,232 @@ def _blend_mask_float(img: np.ndarray, alpha: np.ndarray, fg: np.ndarray, x0: in
     d, s = _window(img.shape[:2], *alpha.shape, x0, y0)
     a = np.ascontiguousarray(alpha[s])
     img[d] = cv2.blendLinear(np.ascontiguousarray(fg[s]), np.ascontiguousarray(img[d]), a, 1 - a)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scenes with depth
+
+
+def _closeup_shape(width: int, height: int, k: float, cx: float, tilt: float) -> np.ndarray:
+    """8-bit mask (height x width) of a head-and-shoulders close-up; `k` grows it sideways and up."""
+    sub = 16
+    mask = np.zeros((height, width), np.uint8)
+    H = float(height)
+    shoulders = H * max(0.42, 0.7 - 0.12 * (k - 1))
+    head_c = (cx + tilt * H, 0.3 * H + 0.5 * (shoulders - 0.7 * H))
+    rx, ry = min(0.28 * k, 0.45) * H, 0.3 * H
+
+    def P(x, y):
+        return int(round(x * sub)), int(round(y * sub))
+
+    cv2.ellipse(mask, P(*head_c), (int(rx * sub), int(ry * sub)), np.degrees(tilt), 0, 360, 255, -1,
+                cv2.LINE_AA, 4)
+    cv2.line(mask, P(cx, head_c[1]), P(cx, shoulders + 0.05 * H), 255, max(1, int(0.35 * rx)), cv2.LINE_AA, 4)
+    top, bottom = 0.75 * k * H, 0.95 * k * H
+    torso = np.array([P(cx - top, shoulders), P(cx + top, shoulders), P(cx + bottom, H + 8), P(cx - bottom, H + 8)])
+    cv2.fillPoly(mask, [torso.astype(np.int32)], 255, cv2.LINE_AA, 4)
+    for sgn in (-1, 1):  # rounded shoulders
+        cv2.ellipse(mask, P(cx + sgn * (top - 0.1 * k * H), shoulders + 0.06 * H),
+                    (int(0.12 * k * H * sub), int(0.08 * H * sub)), 0, 0, 360, 255, -1, cv2.LINE_AA, 4)
+    return mask
+
+
+def _closeup_scale(width: int, height: int, cover: float, cx: float) -> float:
+    """The `_closeup_shape` size whose mask covers `cover` of the frame (bisection on a small raster)."""
+    sw, sh = 160, max(16, int(round(160 * height / width)))
+    lo, hi = 0.2, 4.0
+    for _ in range(20):
+        k = 0.5 * (lo + hi)
+        frac = float(_closeup_shape(sw, sh, k, cx * sw / width, 0.0).mean()) / 255
+        lo, hi = (k, hi) if frac < cover else (lo, k)
+    return 0.5 * (lo + hi)
+
+
+def _closeup_layers(look: _SubjectLook, t: float, width: int, height: int, k: float,
+                    still: bool) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Alpha and colour (full frame) of a close-up subject at time t, origin (0, 0)."""
+    ph = look.phases
+    tt = 0.0 if still else t
+    cx = width * (0.5 + 0.12 * look.side + (0 if still else 0.03 * np.sin(2 * np.pi * tt / 40 + ph[0])))
+    tilt = 0.0 if still else 0.02 * np.sin(2 * np.pi * tt / 30 + ph[1])
+    mask = _closeup_shape(width, height, k, cx, tilt)
+    soft = max(0.6, height / 1080)
+    alpha = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), 1.2 * soft)
+    tex = cv2.resize(look.texture, (width, height), interpolation=cv2.INTER_LINEAR)
+    yy = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    # Face and neck above the shoulder line in skin tones, cloth below.
+    skin_w = np.clip((0.55 - yy) * 12, 0, 1) * np.ones((1, width), np.float32)
+    lum_cloth = (1 + 0.2 * tex) * (1 - skin_w)
+    lum_skin = (0.9 + 0.08 * tex) * skin_w
+    colour = cv2.merge([cv2.addWeighted(lum_cloth, float(look.cloth[c]), lum_skin, float(look.skin[c]), 0)
+                        for c in range(3)])
+    colour *= (alpha > 0)[..., None]
+    return alpha, np.clip(colour, 0, 1, out=colour), (0, 0)
+
+
+def _look_at(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """World -> camera rotation for small yaw (about y), pitch (about x) and roll (about z), radians."""
+    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    ry = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
+    rx = np.array([[1, 0, 0], [0, cp, sp], [0, -sp, cp]])
+    rz = np.array([[cr, sr, 0], [-sr, cr, 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+def make_depth_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_frames: int | None = None,
+                    seed: int = 0, *, camera_motion: float = 1.0, plate_still: bool = False,
+                    clean_deviation: float = 0.3, clean_offset: float = 0.0, clean_rate: float | None = None,
+                    exposure_stops: float = 0.3, white_balance: float = 0.03, noise: float = 0.01,
+                    subject: str | None = "person", subject_scale: float = 0.75, subject_cover: float = 0.7,
+                    subject_still: bool = False, lazy: bool = False) -> Shot:
+    """A shot of a scene with depth, filmed through a pinhole camera that moves in 3D.
+
+    The set: a far wall (10 m), a panel in mid distance (5 m) and a pillar near the camera (2.5 m), each a
+    textured plane composited back to front, so the near layers slide over the far ones as the camera
+    moves (parallax) and hide or uncover parts of them (occlusion). The focal length is the frame width.
+    The clean take retraces the plate camera's path in 3D with its own hand-held deviation
+    (`clean_deviation`, relative to the plate's motion); with `clean_deviation=0`, the same timing and no
+    exposure change the clean take is the plate's exact background (up to noise).
+
+      camera_motion  scales the hand-held move: sway 0.15 m x 0.08 m x 0.15 m, yaw 1 deg, pitch 0.7, roll 0.8.
+      plate_still    a locked-off plate: the plate camera does not move, only its sensor noise changes
+                     (the clean take is still hand-held around the same spot, scaled by `clean_deviation`).
+      subject        "person" (the figure of `make_shot`, `subject_scale` of the frame height), "closeup"
+                     (head and shoulders covering `subject_cover` of the frame) or None.
+      subject_still  the subject holds still (with `plate_still`: nothing in the plate moves but noise).
+    Other options as in `make_shot`. `Shot.backgrounds` holds the true background of each plate frame;
+    `plate_homographies` / `clean_homographies` are those of the far wall, for reference only.
+    """
+    if width < 16 or height < 16:
+        raise ValueError("make_depth_shot needs frames of at least 16 x 16 pixels")
+    if subject not in (None, "person", "closeup"):
+        raise ValueError(f"subject must be 'person', 'closeup' or None, got {subject!r}")
+    clean_frames = plate_frames if clean_frames is None else clean_frames
+    if plate_frames < 1 or clean_frames < 1:
+        raise ValueError("make_depth_shot needs at least one plate frame and one clean frame")
+    if clean_rate is None:
+        clean_rate = (plate_frames - 1) / (clean_frames - 1) if clean_frames > 1 else 1.0
+    rng = np.random.default_rng(seed)
+    f = float(width)
+    amp = camera_motion * np.array([0.15, 0.08, 0.15, np.radians(1.0), np.radians(0.7), np.radians(0.8)])
+    path, wander = _smooth_path(rng, 6), _smooth_path(rng, 6)
+    plate_times = np.arange(plate_frames, dtype=np.float64)
+    clean_times = clean_offset + clean_rate * np.arange(clean_frames, dtype=np.float64)
+
+    def camera(t: float, deviation: float, still: bool) -> np.ndarray:
+        p = amp * (deviation * _eval_path(wander, t) + (0 if still else _eval_path(path, t)))
+        return np.concatenate([p[:3], p[3:]])
+
+    # Layers: depth, extent in the frame at rest (fractions of width/height: x0, x1, y0, y1), and the
+    # margin the camera move needs around them.
+    half_w, half_h = width / (2 * f), height / (2 * f)
+    layers = [(10.0, None), (5.0, rng.uniform(-0.4, 0.0)), (2.5, rng.uniform(0.1, 0.3))]
+    planes = []
+    for z, x in layers:
+        if x is None:  # the wall: everything any camera sees, with a margin for the move
+            m = 1.5
+            x0, x1, y0, y1 = -z * half_w * m, z * half_w * m, -z * half_h * m, z * half_h * m
+        elif z == 5.0:  # panel: a third of the frame wide, two thirds high
+            x0, x1 = z * half_w * (2 * x), z * half_w * (2 * x + 0.66)
+            y0, y1 = -z * half_h * 0.8, z * half_h * 0.5
+        else:  # pillar: narrow and taller than any view
+            x0, x1 = z * half_w * (2 * x), z * half_w * (2 * x + 0.22)
+            y0, y1 = -z * half_h * 2, z * half_h * 2
+        texel = z / (f * _SCENE_DENSITY)  # metres per texture pixel, ~1.25 texels per frame pixel
+        tw, th = int(np.ceil((x1 - x0) / texel)) + 1, int(np.ceil((y1 - y0) / texel)) + 1
+        tex = cv2.GaussianBlur(_render_texture(rng, tw, th, _SCENE_DENSITY, width,
+                                               shapes=int(min(800, 200 * tw * th / (1.56 * width * height)))),
+                               (0, 0), 0.5 * _SCENE_DENSITY)
+        a = np.ones((th, tw), np.float32)
+        if x is not None:  # a one-texel anti-aliased border, transparent outside
+            a = np.pad(a[1:-1, 1:-1], 1)
+            a = cv2.GaussianBlur(a, (0, 0), 0.6)
+        # Texture pixel (u, v) -> world point (x0 + u * texel, y0 + v * texel, z).
+        planes.append((np.array([[texel, 0, x0], [0, texel, y0], [0, 0, z]]), tex, a))
+
+    def homographies(pose: np.ndarray, size: tuple[int, int], fw: int) -> list[np.ndarray]:
+        cw_, ch_ = size
+        km = np.array([[f * cw_ / fw, 0, (cw_ - 1) / 2], [0, f * cw_ / fw, (ch_ - 1) / 2], [0, 0, 1]])
+        r = _look_at(*pose[3:])
+        out = []
+        for a_mat, _, _ in planes:
+            h = km @ r @ (a_mat - np.outer(pose[:3], [0, 0, 1]))
+            out.append(h / h[2, 2])
+        return out
+
+    gain = (2.0 ** exposure_stops) * (1 + rng.uniform(-white_balance, white_balance, 3))
+    clean_tex = [t if np.allclose(gain, 1) else
+                 np.clip(linear_to_srgb(srgb_to_linear(t) * gain.astype(np.float32)), 0, 1) for _, t, _ in planes]
+    plate_poses = [camera(t, 0.0, plate_still) for t in plate_times]
+    clean_poses = [camera(t, clean_deviation, plate_still) for t in clean_times]
+    plate_h = [homographies(p, (width, height), width) for p in plate_poses]
+    clean_h = [homographies(p, (width, height), width) for p in clean_poses]
+
+    def render(hs: list[np.ndarray], textures: list[np.ndarray]) -> np.ndarray:
+        img = None
+        for h, tex, (_, _, a) in zip(hs, textures, planes, strict=True):
+            layer = cv2.warpPerspective(tex, h, (width, height), flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REFLECT)
+            if img is None:
+                img = layer
+                continue
+            w = cv2.warpPerspective(a, h, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            img = cv2.blendLinear(layer, img, w, 1 - w)
+        return img
+
+    look = _random_look(rng)
+    closeup_k = _closeup_scale(width, height, subject_cover, width * (0.5 + 0.12 * look.side)) \
+        if subject == "closeup" else 0.0
+    frame_seeds = rng.integers(0, 2**63, size=2)
+    plate_tex = [t for _, t, _ in planes]
+
+    def layers_at(i: int):
+        t = 0.0 if subject_still else float(plate_times[i])
+        if subject == "closeup":
+            return _closeup_layers(look, t, width, height, closeup_k, subject_still)
+        return _subject_layers(look, t, width, height, subject_scale)
+
+    def render_background(i: int) -> np.ndarray:
+        return render(plate_h[i], plate_tex)
+
+    def render_all(i: int):
+        bg = render_background(i)
+        img = bg.copy()
+        alpha = np.zeros((height, width), np.float32)
+        fg = np.zeros((height, width, 3), np.float32)
+        if subject:
+            a, colour, (x0, y0) = layers_at(i)
+            _blend_mask_float(img, a, colour, x0, y0)
+            _paste(alpha, a, x0, y0)
+            _paste(fg, colour * (a > 0)[..., None], x0, y0)
+        return _add_noise(img, noise, np.random.default_rng([int(frame_seeds[0]), i])), alpha, fg, bg
+
+    def render_clean(j: int) -> np.ndarray:
+        img = render(clean_h[j], clean_tex)
+        return _add_noise(img, noise, np.random.default_rng([int(frame_seeds[1]), j]))
+
+    last: dict = {}
+
+    def part(k: int):
+        def get(i: int):
+            if i not in last:
+                last.clear()
+                last[i] = render_all(i)
+            return last[i][k]
+        return get
+
+    # The four plate-side lists share one render per frame.
+    plate_seq, alpha_seq, fg_seq, bg_seq = (
+        (_LazyFrames(plate_frames, part(k)) for k in range(4)) if lazy else
+        (list(x) for x in zip(*map(render_all, range(plate_frames)), strict=True)))
+    clean_seq = _LazyFrames(clean_frames, render_clean) if lazy else [render_clean(j) for j in range(clean_frames)]
+    params = {"width": width, "height": height, "plate_frames": plate_frames, "clean_frames": clean_frames,
+              "seed": seed, "depth": True, "camera_motion": camera_motion, "plate_still": plate_still,
+              "clean_deviation": clean_deviation, "clean_offset": clean_offset, "clean_rate": clean_rate,
+              "exposure_stops": exposure_stops, "white_balance": white_balance, "noise": noise,
+              "subject": subject, "subject_scale": subject_scale, "subject_cover": subject_cover,
+              "subject_still": subject_still}
+    return Shot(plate=plate_seq, clean=clean_seq, alpha=alpha_seq, foreground=fg_seq,
+                plate_homographies=[h[0] for h in plate_h], clean_homographies=[h[0] for h in clean_h],
+                plate_times=plate_times, clean_times=clean_times, clean_gain=gain, plate_size=(width, height),
+                clean_size=(width, height), params=params, scene=planes[0][1], backgrounds=bg_seq)

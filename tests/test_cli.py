@@ -31,6 +31,12 @@ def run(capsys, *args):
     return code, out, err
 
 
+def notices(err):
+    """stderr lines but the alignment warning: the 96x64 test clip is too small to align (every frame
+    falls back, as before), which the CLI now says at the end of the run."""
+    return [line for line in err.splitlines() if "alignment fell back" not in line]
+
+
 def files_under(folder):
     """{relative path: contents} of every file below `folder` (inputs are small)."""
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
@@ -364,7 +370,7 @@ def test_progress_json_is_one_object_per_line(tmp_path, clip, checkpoint, capsys
     plate, clean, _ = clip
     code, out, err = run(capsys, "matte", plate, clean, "-o", tmp_path / "out", "--model", checkpoint,
                          "--frames", "1002-1004", "--progress", "json")
-    assert code == 0 and err == "", err  # a checkpoint from a file counts as trained: no warning
+    assert code == 0 and notices(err) == [], err  # a checkpoint from a file counts as trained: no warning
     events = [json.loads(line) for line in out.splitlines()]
     assert [e["event"] for e in events] == ["start", "frame", "frame", "frame", "done"]
     start, frames, done = events[0], events[1:-1], events[-1]
@@ -381,7 +387,7 @@ def test_default_demo_weights_are_named_without_a_terminal(tmp_path, clip, capsy
     plate, clean, _ = clip
     code, _, err = run(capsys, "matte", plate, clean, "-o", tmp_path / "out", "--frames", "1001",
                        "--progress", mode)
-    lines = err.splitlines()
+    lines = notices(err)
     assert code == 0 and len(lines) == 1, err
     assert lines[0].startswith("howard: note: ") and "demo model" in lines[0] and "synthetic" in lines[0]
     assert "weights install" in lines[0]
@@ -395,7 +401,7 @@ def test_untrained_weights_are_reported_without_a_terminal(tmp_path, clip, capsy
     plate, clean, _ = clip
     code, _, err = run(capsys, "matte", plate, clean, "-o", tmp_path / "out", "--frames", "1001",
                        "--progress", mode)
-    lines = err.splitlines()
+    lines = notices(err)
     assert code == 0 and len(lines) == 1, err
     assert lines[0].startswith("howard: warning: ") and "UNTRAINED" in lines[0]
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from howard_core.align import dense
 from howard_core.align import geometry as geo
 from howard_core.align import photometric as pm
 from howard_core.errors import HowardError
@@ -71,6 +72,8 @@ class PreparedFrame:
     features:    its `Features`.
     small:       h x w x 3 float32 copy for photometric scoring, `to_small` maps frame px -> its px.
     gray:        H x W luma for the sub-pixel refinement: float32 for a plate, uint8 for a clean plate.
+    dense:       h x w x 3 float32 copy for the dense residual warp (`to_dense` frame px -> its px), or None
+                 when the dense step is off.
     """
 
     label: str
@@ -79,6 +82,8 @@ class PreparedFrame:
     small: np.ndarray
     to_small: np.ndarray
     gray: np.ndarray
+    dense: np.ndarray | None = None
+    to_dense: np.ndarray | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -110,6 +115,12 @@ class _Score:
     bias: np.ndarray
     residual: np.ndarray = field(repr=False)
     valid: np.ndarray = field(repr=False)
+    background: np.ndarray | None = field(default=None, repr=False)
+    exposure_source: str = "fit"
+
+    @property
+    def background_share(self) -> float:
+        return float(self.background.mean()) if self.background is not None else float(self.valid.mean())
 
 
 @dataclass
@@ -137,6 +148,20 @@ class AlignResult:
     flagged:     True when the frame needs a human look (fallback used, or poor coverage/match).
     reason:      one line saying why this candidate and why flagged, if so.
     candidates:  per-candidate QC dicts.
+    dense:       the dense residual warp: "applied", "no gain" (measured, but it did not improve the
+                 background, so the homography alone was used), "off", or "not run" (fallback frames).
+    residual_px: mean residual motion beyond the homography over the measured background, plate px.
+    background_share: fraction of the frame agreed to be background (exposure and scores use only it).
+    subject_share:    fraction of the frame taken as subject (motion there filled from the background).
+    homography_share: fraction of the frame where the homography alone was kept (unreliable motion,
+                 disocclusion; 1 when the dense step was not applied).
+    exposure_source:  where gain and bias came from: "fit", "identity", "previous frames".
+    flow:        the dense residual flow at the reduced size (h x w x 2 float32, reduced px) or None; not
+                 in the QC, kept for the sequence helper's temporal smoothing.
+    steady:      frames in a row this alignment has been kept (1: fitted on this frame).
+    plate_gray:  the plate's feature-size luma (uint8), for the next frame's stillness test; not in the QC.
+    still:       the plate had not moved since the previous frame given in `track`.
+    held:        frames in a row this clean frame has been chosen while the plate held still.
     """
 
     background: np.ndarray
@@ -158,6 +183,17 @@ class AlignResult:
     reason: str = ""
     candidates: list[dict] = field(default_factory=list)
     ms: float = 0.0
+    dense: str = "off"
+    residual_px: float = 0.0
+    background_share: float = 0.0
+    subject_share: float = 0.0
+    homography_share: float = 1.0
+    exposure_source: str = "fit"
+    flow: np.ndarray | None = field(default=None, repr=False)
+    steady: int = 1
+    plate_gray: np.ndarray | None = field(default=None, repr=False)
+    still: bool = False
+    held: int = 1
 
     @property
     def inlier_ratio(self) -> float:
@@ -179,6 +215,14 @@ class AlignResult:
             "gain": [_round(g, 4) for g in self.gain],
             "bias": [_round(b, 4) for b in self.bias],
             "fallback": self.fallback,
+            "dense": self.dense,
+            "residual_px": _round(self.residual_px, 3),
+            "background_share": _round(self.background_share, 4),
+            "subject_share": _round(self.subject_share, 4),
+            "homography_share": _round(self.homography_share, 4),
+            "exposure_source": self.exposure_source,
+            "steady_frames": int(self.steady),
+            "plate_still": bool(self.still),
             "flagged": bool(self.flagged),
             "reason": self.reason,
             "homography": [[float(v) for v in row] for row in np.asarray(self.homography)],
@@ -214,7 +258,16 @@ class Aligner:
     flag_inlier_ratio flag frames where fewer than this fraction of matches agree with the fit (default 0.2).
     subject_margin   growth of subject masks, fraction of the frame's long side (default 0.03).
     interpolation    final warp: "cubic" (default), "lanczos" or "linear".
+    dense_interpolation  the final remap when the dense step applies: "linear" (default; a cubic remap
+                     costs about 40 ms more per HD frame) or "cubic".
     exposure         match exposure (default True).
+    dense            the dense residual warp after the homography (default True; False: homography only).
+    dense_size       long side, px, of the copy the residual motion is measured on (default 480).
+    hysteresis       keep the `prefer`red candidate (the sequence's previous choice) unless another aligns
+                     the background better by more than this fraction (default 0.15), growing with the
+                     frames the choice has held still (x (1 + log2 frames), at most 0.5).
+    min_background   smallest share of the frame that must be agreed background for a frame's own exposure
+                     fit; below it the exposure comes from `exposure_prior` (default 0.05).
     """
 
     def __init__(self, *, detector: str = "orb", feature_size: int = 640, score_size: int = 320,
@@ -222,7 +275,8 @@ class Aligner:
                  min_overlap: float = 0.2, min_ncc: float = 0.4, refine: bool = True, refine_top: int = 1,
                  refine_points: int = 400, coverage_weight: float = 0.05, flag_coverage: float = 0.8,
                  flag_inlier_ratio: float = 0.2, subject_margin: float = 0.03, interpolation: str = "cubic",
-                 exposure: bool = True):
+                 exposure: bool = True, dense: bool = True, dense_size: int = 480, hysteresis: float = 0.15,
+                 min_background: float = 0.05, dense_interpolation: str = "linear"):
         if detector not in ("orb", "sift"):
             raise HowardError(f"align: unknown detector {detector!r}; use 'orb' or 'sift'")
         if interpolation not in _INTERPOLATION:
@@ -246,6 +300,13 @@ class Aligner:
         self.subject_margin = float(subject_margin)
         self.interpolation = interpolation
         self.exposure = bool(exposure)
+        self.dense = bool(dense)
+        self.dense_size = int(dense_size)
+        self.hysteresis = float(hysteresis)
+        self.min_background = float(min_background)
+        if dense_interpolation not in ("linear", "cubic"):
+            raise HowardError(f"align: unknown dense interpolation {dense_interpolation!r}; use 'linear' or 'cubic'")
+        self.dense_interpolation = dense_interpolation
         if detector == "orb":
             # Six levels of 1.2 cover a zoom of 2x between the takes, which is all `max_scale` allows.
             self._detector = cv2.ORB_create(nfeatures=self.max_features, nlevels=6, fastThreshold=10)
@@ -272,11 +333,17 @@ class Aligner:
             raise HowardError(f"{label} contains NaN or infinite pixels; fix or clamp the source frame")
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         features = self._describe(gray, subject)
+        dense = to_dense = None
+        if self.dense:
+            dense_size = geo.scaled_size(size, self.dense_size)
+            dense = small if dense_size == small_size else cv2.resize(image, dense_size, interpolation=cv2.INTER_AREA)
+            to_dense = geo.resize_matrix(size, dense_size)
         # A plate's luma is rescaled to each candidate's exposure before tracking; a clean plate's is
         # tracked as it is, so it is stored as the 8 bits Lucas-Kanade wants.
         return PreparedFrame(label=label, image=image, features=features, small=small,
                              to_small=geo.resize_matrix(size, small_size),
-                             gray=gray if for_plate else cv2.convertScaleAbs(gray, alpha=255))
+                             gray=gray if for_plate else cv2.convertScaleAbs(gray, alpha=255),
+                             dense=dense, to_dense=to_dense)
 
     def features(self, image: np.ndarray, label: str = "frame") -> Features:
         """Just the `Features` of a frame (H x W x 3 float RGB 0..1): cheap to keep many of."""
@@ -301,7 +368,8 @@ class Aligner:
 
     def align(self, plate: np.ndarray, candidates: list, subject_mask: np.ndarray | None = None,
               prior: tuple[int, np.ndarray] | None = None, plate_label: str = "plate frame",
-              candidate_labels: list[str] | None = None) -> AlignResult:
+              candidate_labels: list[str] | None = None, prefer: int | None = None,
+              exposure_prior: tuple | None = None, track: dict | None = None) -> AlignResult:
         """Align the best of `candidates` to `plate`.
 
         plate:        H x W x 3 float32 sRGB 0..1.
@@ -310,6 +378,18 @@ class Aligner:
                       grown by `subject_margin` since the subject has moved since.
         prior:        optional (candidate position, homography clean px -> plate px) to fall back on when
                       nothing fits, e.g. the previous frame's result.
+        prefer:       optional candidate position kept unless another aligns better by more than
+                      `hysteresis` (the previous frame's choice, so a still plate keeps one clean frame);
+                      heeded only while the plate holds still (see `track`).
+        exposure_prior: optional (gain, bias) of neighbouring frames, used when too little background is
+                      visible for this frame's own fit (`min_background`), and while the plate holds
+                      still an alternative the fit must beat.
+        track:        optional state of the previous frame on the same candidate list (`SequenceAligner`
+                      keeps it): {"index", "homography", "flow", "count", "held", "plate_gray"}. When the same
+                      candidate is chosen and the plate has not moved since, the previous alignment
+                      (homography and flow) is kept unless this frame's own lines the background up
+                      better by more than 3% (up to 10% as it keeps holding), so that a still plate
+                      gets a still clean plate.
         Labels name the frames in error messages and QC. Frames that cannot be aligned do not raise: they
         come back with `fallback` set and `flagged`. Raises HowardError for unusable input arrays.
         """
@@ -329,51 +409,96 @@ class Aligner:
         if given_subject is not None:
             subject_small = cv2.resize(given_subject.astype(np.uint8), small_size,
                                        interpolation=cv2.INTER_NEAREST).astype(bool)
+        # History counts only while the plate holds still (tracked against the previous plate frame):
+        # a moving plate is judged on its own, frame by frame, so farm chunks agree with a whole run.
+        still = track is not None and _still(track.get("plate_gray"), pf.features)
+        if not still:
+            prefer = None
+        # The previous frames' exposure: a fit must beat it while the plate holds still, and it stands in
+        # where a frame shows too little background for its own fit (below).
+        priors = (("previous frames", *exposure_prior),) if still and exposure_prior is not None else ()
 
-        # Coarse fits and their scores.
+        # Coarse fits; the agreed background: where any fitting candidate has the plate's local structure
+        # (the subject has none of theirs). Every candidate is then scored on it, so the subject never
+        # counts against one.
         fits = [self.coarse_fit(c.features, pf.features) for c in cands]
-        for c, f in zip(cands, fits, strict=True):
-            if f.h is not None:
-                self._score_fit(f, c, pf, subject_small)
+        ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
+        agreed = np.logical_or.reduce([self._own_background(fits[k].h, cands[k], pf, subject_small)
+                                       for k in ok]) if ok else None
+        for k in ok:
+            self._score_fit(fits[k], cands[k], pf, subject_small, agreed=agreed, priors=priors)
         ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
 
         coarse_total = {k: fits[k].score.total for k in ok}
-        # The coarse subject estimate, from the best coarse fit.
+        # Hysteresis margin: changing frames shows as a jump in the matte, so the longer a choice has
+        # held still (a still plate), the more it takes to change it.
+        held = int(track.get("held", 1)) if prefer is not None and track.get("index") == prefer else 1
+        margin = min(0.5, self.hysteresis * (1 + np.log2(held)))
         subject = subject_small
+        grow = max(1, int(self.subject_margin * max(small_size)))
         if ok:
             best = min(ok, key=lambda k: fits[k].score.total)
-            grow = max(1, int(self.subject_margin * max(small_size)))
             est = pm.subject_estimate(fits[best].score.residual, fits[best].score.valid, grow)
+            est |= _grow(fits[best].score.valid & ~agreed, grow)
             subject = est if subject is None else (subject | est)
             if self.refine:
                 corners = self._plate_corners(pf, subject)
                 # The best coarse fits, in order, until `refine_top` refinements succeed (one spare try).
+                # The preferred candidate goes first; the others compete with it only when their coarse
+                # score is clearly better (each refinement costs two full-resolution warps).
+                order = sorted(ok, key=lambda k: fits[k].score.total)
+                if prefer in ok:
+                    rivals = [k for k in order if k != prefer and
+                              fits[k].score.total * (1 + margin) < fits[prefer].score.total]
+                    need = 1 + min(self.refine_top, len(rivals))
+                    todo = [prefer] + rivals + [k for k in order if k != prefer and k not in rivals]
+                else:
+                    todo, need = order, self.refine_top
                 done = 0
-                for k in sorted(ok, key=lambda k: fits[k].score.total)[:self.refine_top + 1]:
+                for k in todo[:need + 1]:  # one spare try
+                    if done >= need:
+                        break
                     refined = self._refine(cands[k], pf, fits[k], corners)
                     if refined is not None:
-                        self._score_fit(refined, cands[k], pf, subject)
+                        self._score_fit(refined, cands[k], pf, subject, agreed=agreed, priors=priors)
                         if refined.failure is None:
                             fits[k] = refined
                             done += 1
-                    if done == self.refine_top:
-                        break
             else:
                 for k in ok:
-                    self._score_fit(fits[k], cands[k], pf, subject)
+                    self._score_fit(fits[k], cands[k], pf, subject, agreed=agreed, priors=priors)
 
         ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
         fallback = None
+        dense_cache: dict = {}  # candidate -> (homography, dense result, flow, applied)
         if ok:
             # Refined fits are more accurate than coarse ones and were scored with the better subject
             # mask, so they win whenever there is one.
             pool = [k for k in ok if fits[k].refined] or ok
             chosen = min(pool, key=lambda k: fits[k].score.total)
+            how = (f"lowest refined score of {len(pool)}" if len(pool) > 1 else
+                   f"lowest coarse score ({coarse_total.get(chosen, float('nan')):.4f})")
+            if prefer in pool and prefer != chosen:
+                # Hysteresis, judged on what each would deliver: after the dense step where it runs
+                # (homography scores differ by parallax the dense step removes), on the pixels both
+                # take as background.
+                if self.dense:
+                    for k in (chosen, prefer):
+                        dense_cache[k] = (fits[k].h, *self._dense(cands[k], pf, fits[k].h, fits[k].score))
+                    bg = ~dense_cache[chosen][1].subject & ~dense_cache[prefer][1].subject
+                    err = {k: self._aligned_error(cands[k], pf, fits[k].h, dense_cache[k][2] if dense_cache[k][3]
+                                                  else None, fits[k].score, bg) for k in (chosen, prefer)}
+                    keep = err[chosen] >= (1 - margin) * err[prefer]
+                    detail = f"background error after the dense step {err[prefer]:.4f} vs {err[chosen]:.4f}"
+                else:
+                    keep = fits[prefer].score.total <= fits[chosen].score.total * (1 + margin)
+                    detail = f"score {fits[prefer].score.total:.4f} vs {fits[chosen].score.total:.4f}"
+                if keep:
+                    how = f"previous frame's choice, within {margin:.0%} of the best ({detail})"
+                    chosen = prefer
             fit = fits[chosen]
             by_coarse = sorted(coarse_total, key=coarse_total.get)
             runner = next((k for k in by_coarse if k != chosen), None)
-            how = (f"lowest refined score of {len(pool)}" if len(pool) > 1 else
-                   f"lowest coarse score ({coarse_total.get(chosen, float('nan')):.4f})")
             reason = (f"{len(ok)} of {len(cands)} candidates fitted; chosen for the {how}; score "
                       f"{fit.score.total:.4f} (photometric {fit.score.photometric:.4f}, coverage "
                       f"{fit.score.coverage:.3f})")
@@ -381,6 +506,16 @@ class Aligner:
                 reason += f"; runner-up {labels[runner]}, coarse score {coarse_total[runner]:.4f}"
             if not fit.refined and self.refine:
                 reason += "; sub-pixel refinement failed, coarse fit used"
+            # A clean plate already in register (locked-off takes) stays exactly in register: the plain
+            # resize is kept unless the fit is clearly better on the agreed background.
+            same = geo.resize_matrix(cands[chosen].size, pf.size)
+            if geo.corner_errors(fit.h, same, pf.size).max() < 0.5:
+                plain = Fit(h=same, matches=fit.matches, inliers=fit.inliers, refined=fit.refined,
+                            refined_points=fit.refined_points)
+                self._score_fit(plain, cands[chosen], pf, subject, agreed=agreed, priors=priors, check=False)
+                if plain.score.total <= fit.score.total * 1.02:
+                    fit = fits[chosen] = plain
+                    reason += "; in register as it is (the fit does no better)"
         else:
             chosen, fit, fallback, reason = self._fallback(cands, pf, fits, prior, subject, labels)
 
@@ -396,15 +531,99 @@ class Aligner:
             # frame) look like: the fit may be off by a whole pattern repeat.
             flagged = True
             reason += f"; flagged: only {fit.inliers} of {fit.matches} matches agree (repeated texture?)"
+        if score.background_share < self.min_background and exposure_prior is not None:
+            score.gain, score.bias = np.asarray(exposure_prior[0], float), np.asarray(exposure_prior[1], float)
+            score.exposure_source = "previous frames"
+            reason += f"; only {score.background_share:.0%} of the frame is background: exposure of previous frames"
 
-        background, valid = self._render(cands[chosen], pf, fit.h, score)
+        h, steady = fit.h, 1
+        dense_state, flow, res = ("off" if not self.dense else "not run"), None, None
+        if self.dense and fallback is None:
+            if chosen in dense_cache and np.array_equal(dense_cache[chosen][0], h):
+                res, flow, applied = dense_cache[chosen][1:]
+            else:
+                res, flow, applied = self._dense(cands[chosen], pf, h, score)
+            dense_state = "applied" if applied else "no gain"
+            if not applied:
+                flow = None
+        # While the plate holds still, the previous frame's alignment of the same clean frame is kept
+        # unless this frame's own is clearly better on the background. With depth a homography is ambiguous (which
+        # layer dominates) and refits wander by a pixel; the whole alignment, not the fit, is compared,
+        # so a still plate gets a still clean plate.
+        if still and fallback is None and track.get("index") == chosen:
+            h_prev, f_prev = np.asarray(track["homography"], np.float64), track.get("flow")
+            if geo.corner_errors(h, h_prev, pf.size).max() < 0.01 * max(pf.size):
+                bg = self._dense_background(pf, score, res)
+                new = self._aligned_error(cands[chosen], pf, h, flow, score, bg)
+                old = self._aligned_error(cands[chosen], pf, h_prev, f_prev, score, bg)
+                # Like the choice of frame, a kept alignment gets harder to overturn the longer it holds.
+                if old <= (1 + min(0.1, 0.03 * (1 + np.log2(int(track.get("count", 1)))))) * new:
+                    h, flow, steady = h_prev, f_prev, int(track.get("count", 1)) + 1
+                    if self.dense:
+                        dense_state = "applied" if flow is not None else "no gain"
+                    reason += f"; alignment of the previous frame kept (background error {old:.4f} vs {new:.4f})"
+        background, valid = self._render(cands[chosen], pf, h, score, flow)
+        shares = res.shares() if res is not None else None
         return AlignResult(
-            background=background, valid=valid, homography=fit.h, index=chosen, inliers=fit.inliers,
+            background=background, valid=valid, homography=h, index=chosen, inliers=fit.inliers,
             matches=fit.matches, refined_points=fit.refined_points, score=score.photometric, ncc=score.ncc,
             coverage=score.coverage, gain=tuple(float(g) for g in score.gain),
             bias=tuple(float(b) for b in score.bias), fallback=fallback, flagged=flagged, reason=reason,
             candidates=[_candidate_qc(k, f, labels[k]) for k, f in enumerate(fits)],
-            ms=(time.perf_counter() - t0) * 1000)
+            ms=(time.perf_counter() - t0) * 1000, dense=dense_state,
+            residual_px=res.magnitude if flow is not None else 0.0,
+            background_share=shares["background"] if shares else score.background_share,
+            subject_share=shares["subject"] if shares else 1 - score.background_share,
+            homography_share=shares["fallback"] if flow is not None else 1.0,
+            exposure_source=score.exposure_source, flow=flow, steady=steady, plate_gray=pf.features.gray,
+            still=still, held=held + 1 if prefer is not None and chosen == prefer else 1)
+
+    def _dense(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score):
+        """The residual warp of `clean` (fitted by `h`) to `plate` at the dense size: (`dense.Residual`,
+        flow, whether it lines the background up better than `h` alone)."""
+        dsize = (plate.dense.shape[1], plate.dense.shape[0])
+        hd = plate.to_dense @ h @ np.linalg.inv(clean.to_dense)
+        csize = (clean.dense.shape[1], clean.dense.shape[0])
+        warped = cv2.warpPerspective(clean.dense, hd, dsize, flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
+        valid = geo.coverage_mask(hd, csize, dsize)
+        matched = pm.apply_exposure(warped, score.gain, score.bias) if self.exposure else pm.clip01(warped)
+        noise = 1.25 * float(score.photometric) if np.isfinite(score.photometric) else 0.01
+        grow = max(1, int(self.subject_margin * max(dsize)))
+        res = dense.estimate(plate.dense, matched, valid, noise, plate.size[0] / dsize[0], grow=grow)
+        bg = valid & ~res.subject
+        before = self._aligned_error(clean, plate, h, None, score, bg)
+        after = self._aligned_error(clean, plate, h, res.flow, score, bg)
+        return res, res.flow, bool(after < 0.97 * before)
+
+    def _dense_background(self, plate: PreparedFrame, score: _Score, res) -> np.ndarray:
+        """Background at the dense size (the score size when the dense step is off): outside the dense
+        step's subject, else the agreed background."""
+        if res is not None:
+            return ~res.subject
+        img, _ = _working_copy(plate)
+        return cv2.resize(score.background.astype(np.uint8), (img.shape[1], img.shape[0]),
+                          interpolation=cv2.INTER_NEAREST).astype(bool)
+
+    def _aligned_error(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, flow, score: _Score,
+                       bg: np.ndarray) -> float:
+        """Mean residual over `bg` (dense size) of `clean` aligned by `h` and `flow` (or None), exposure
+        matched. On lightly blurred copies: interpolating a noisy clean plate at fractional offsets
+        lowers its noise, which would otherwise pass for better alignment."""
+        (p_img, p_to), (c_img, c_to) = _working_copy(plate), _working_copy(clean)
+        dsize = (p_img.shape[1], p_img.shape[0])
+        hd = p_to @ h @ np.linalg.inv(c_to)
+        if flow is None:
+            warped = cv2.warpPerspective(c_img, hd, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        else:
+            where = dense.sampling_map(hd, flow, dsize, np.eye(3))
+            warped = cv2.remap(c_img, where, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        bg = bg & geo.coverage_mask(hd, (c_img.shape[1], c_img.shape[0]), dsize)
+        if not bg.any():
+            return float("inf")
+        matched = pm.apply_exposure(warped, score.gain, score.bias) if self.exposure else pm.clip01(warped)
+        blur = [cv2.GaussianBlur(x, (0, 0), 1.0) for x in (p_img, matched)]
+        return float(pm.residual_map(*blur)[bg].mean())
 
     # -- steps ------------------------------------------------------------------------------------------
 
@@ -447,19 +666,43 @@ class Aligner:
             why = f"overlaps less than {self.min_overlap:.0%} of the plate"
         return why
 
-    def _score_fit(self, fit: Fit, clean: PreparedFrame, plate: PreparedFrame,
-                   subject: np.ndarray | None) -> None:
-        """Photometric score of a fit on the small copies; fails the fit if the structure does not match."""
+    def _small_warp(self, h: np.ndarray, clean: PreparedFrame, plate: PreparedFrame):
+        """`clean`'s score-size copy warped into `plate`'s by `h` (clean px -> plate px), and its cover."""
         small_size = (plate.small.shape[1], plate.small.shape[0])
-        hs = plate.to_small @ fit.h @ np.linalg.inv(clean.to_small)
+        hs = plate.to_small @ h @ np.linalg.inv(clean.to_small)
         warped = cv2.warpPerspective(clean.small, hs, small_size, flags=cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_REPLICATE)
-        valid = geo.coverage_mask(hs, (clean.small.shape[1], clean.small.shape[0]), small_size)
-        bg = valid if subject is None else valid & ~subject
+        return warped, geo.coverage_mask(hs, (clean.small.shape[1], clean.small.shape[0]), small_size)
+
+    def _own_background(self, h: np.ndarray, clean: PreparedFrame, plate: PreparedFrame,
+                        subject: np.ndarray | None) -> np.ndarray:
+        """Where `clean`, fitted by `h`, has the structure of `plate` (small size, bool)."""
+        warped, valid = self._small_warp(h, clean, plate)
+        return pm.agreeing_background(warped, plate.small, valid if subject is None else valid & ~subject)
+
+    def _score_fit(self, fit: Fit, clean: PreparedFrame, plate: PreparedFrame, subject: np.ndarray | None,
+                   agreed: np.ndarray | None = None, priors: tuple = (), check: bool = True) -> None:
+        """Photometric score of a fit on the small copies, on background only; fails the fit (when
+        `check`) if the background's structure does not match.
+
+        subject: known subject (small size) to leave out; agreed: the background agreed among the
+        candidates (small size), else the fit's own. Exposure comes from that background only
+        (`photometric.background_exposure`), with `priors` as the alternatives it must beat.
+        """
+        warped, valid = self._small_warp(fit.h, clean, plate)
+        base = valid if subject is None else valid & ~subject
+        if agreed is not None:
+            base = base & agreed
+        source = "off"
         if self.exposure:
-            gain, bias = pm.fit_exposure(warped, plate.small, bg)
+            # An agreed background is already clean of the subject: one fit on it.
+            gain, bias, bg, source = pm.background_exposure(
+                warped, plate.small, base, priors=priors, iterations=2 if agreed is None else 0,
+                seeded=agreed is None)
         else:
-            gain, bias = np.ones(3), np.zeros(3)
+            gain, bias, bg = np.ones(3), np.zeros(3), base
+        if agreed is not None:
+            bg = base  # every candidate is judged on the same pixels
         matched = pm.apply_exposure(warped, gain, bias)
         residual = pm.residual_map(plate.small, matched)
         photometric = pm.trimmed_mean(residual[bg])
@@ -467,9 +710,10 @@ class Aligner:
         corr = pm.ncc(cv2.cvtColor(plate.small, cv2.COLOR_RGB2GRAY), cv2.cvtColor(matched, cv2.COLOR_RGB2GRAY),
                       bg)
         total = photometric + self.coverage_weight * (1 - cover) if np.isfinite(photometric) else np.inf
-        fit.score = _Score(total, photometric, cover, corr, gain, bias, residual, valid)
-        if fit.failure is None and corr < self.min_ncc:
-            fit.failure = f"images do not match once aligned (correlation {corr:.2f} < {self.min_ncc:g})"
+        fit.score = _Score(total, photometric, cover, corr, gain, bias, residual, valid, bg, source)
+        if check and fit.failure is None and corr < self.min_ncc:
+            fit.failure = (f"images do not match once aligned (correlation {corr:.2f} < {self.min_ncc:g} "
+                           f"on the {bg.mean():.0%} of the frame taken as background)")
 
     def _plate_corners(self, plate: PreparedFrame, subject_small: np.ndarray | None) -> np.ndarray:
         """Well-spread background corners of the plate (N x 2 float32, plate px) for the refinement."""
@@ -572,11 +816,23 @@ class Aligner:
         self._score_fit(seed, cands[k], plate, subject)
         return k, seed, name, f"no candidate fitted ({failures}); used {what}"
 
-    def _render(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray,
-                score: _Score) -> tuple[np.ndarray, np.ndarray]:
+    def _render(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score,
+                flow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         w, hh = plate.size
-        warped = cv2.warpPerspective(clean.image, h, (w, hh), flags=_INTERPOLATION[self.interpolation],
-                                     borderMode=cv2.BORDER_REPLICATE)
+        if flow is None and clean.size == plate.size and np.array_equal(h, np.eye(3)):
+            # Already in register: the clean frame itself, every pixel of it.
+            background = clean.image.copy()
+            if self.exposure:
+                background = pm.apply_exposure(background, score.gain, score.bias)
+            return background, np.ones((hh, w), bool)
+        if flow is None:
+            warped = cv2.warpPerspective(clean.image, h, (w, hh), flags=_INTERPOLATION[self.interpolation],
+                                         borderMode=cv2.BORDER_REPLICATE)
+        else:
+            # One resampling of the clean frame through homography and residual motion together.
+            where = dense.sampling_map(h, flow, plate.size, plate.to_dense)
+            interp = cv2.INTER_CUBIC if self.dense_interpolation == "cubic" else cv2.INTER_LINEAR
+            warped = cv2.remap(clean.image, where, None, interp, borderMode=cv2.BORDER_REPLICATE)
         valid = geo.coverage_mask(h, clean.size, plate.size)
         background = pm.apply_exposure(warped, score.gain, score.bias) if self.exposure else pm.clip01(warped)
         cv2.copyTo(plate.image, (~valid).view(np.uint8), dst=background)
@@ -595,6 +851,36 @@ class Aligner:
         if grow > 0 and hot.any():
             hot = cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
         return hot.astype(bool)
+
+
+def _still(previous: np.ndarray | None, plate: Features, tolerance: float = 0.15) -> bool:
+    """Whether the plate has not moved since the frame whose feature-size luma is `previous`: corners of
+    that frame tracked into this one (Lucas-Kanade) move less than `tolerance` plate pixels (median,
+    so a moving subject does not count)."""
+    if previous is None or previous.shape != plate.gray.shape:
+        return False
+    pts = cv2.goodFeaturesToTrack(previous, 200, 0.01, 8)
+    if pts is None or len(pts) < 16:
+        return False
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, plate.gray, pts, None, winSize=_LK_WINDOW, maxLevel=2)
+    ok = status.ravel() == 1
+    if ok.sum() < 16:
+        return False
+    shift = np.linalg.norm((moved - pts).reshape(-1, 2)[ok], axis=1)
+    return float(np.median(shift)) * plate.pixel < tolerance
+
+
+def _working_copy(frame: PreparedFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The copy alignments are compared on, and frame px -> its px: the dense one, else the score one."""
+    return (frame.dense, frame.to_dense) if frame.dense is not None else (frame.small, frame.to_small)
+
+
+def _grow(mask: np.ndarray, r: int) -> np.ndarray:
+    """`mask` (bool) dilated by a disc of radius r."""
+    if r <= 0 or not mask.any():
+        return mask.copy()
+    return cv2.dilate(mask.astype(np.uint8),
+                      cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))).astype(bool)
 
 
 def _candidate_qc(k: int, f: Fit, label: str) -> dict:

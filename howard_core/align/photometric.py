@@ -126,3 +126,80 @@ def subject_estimate(residual: np.ndarray, valid: np.ndarray, grow: int) -> np.n
     if grow > 0:
         hot = cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     return hot.astype(bool)
+
+
+def local_agreement(a: np.ndarray, b: np.ndarray, radius: int = 3) -> np.ndarray:
+    """Local normalised cross-correlation of two h x w float32 lumas over (2r+1)^2 windows, -1..1.
+
+    Independent of gain and bias, so it tells background (same structure in both takes) from subject
+    before any exposure is known; flat windows (no structure to compare) come out 0.
+    """
+    k = (2 * radius + 1, 2 * radius + 1)
+    ma, mb = cv2.boxFilter(a, -1, k), cv2.boxFilter(b, -1, k)
+    va = cv2.boxFilter(a * a, -1, k) - ma * ma
+    vb = cv2.boxFilter(b * b, -1, k) - mb * mb
+    cov = cv2.boxFilter(a * b, -1, k) - ma * mb
+    # Windows with less contrast than a few noise steps have no structure to agree on.
+    textured = (va > 1e-4) & (vb > 1e-4)
+    return np.where(textured, cov / np.sqrt(np.maximum(va * vb, 1e-12)), 0.0).astype(np.float32)
+
+
+def agreeing_background(warped: np.ndarray, plate: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Where the local structure of the two takes agrees (h x w bool, within `valid`): background by a
+    test independent of exposure; all of `valid` when almost nothing agrees (blank or foreign frames)."""
+    agree = local_agreement(cv2.cvtColor(plate, cv2.COLOR_RGB2GRAY), cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY))
+    bg = valid & (agree > 0.7)
+    return bg if bg.sum() >= max(_MIN_PIXELS, 0.01 * valid.sum()) else valid.copy()
+
+
+def background_exposure(warped: np.ndarray, plate: np.ndarray, valid: np.ndarray, *,
+                        priors: tuple = (), iterations: int = 2, margin: float = 0.02, seeded: bool = True):
+    """Exposure from confident background only, for plates whatever share of them the subject covers.
+
+    warped, plate: h x w x 3 float32, the clean plate warped into the plate and the plate itself.
+    valid: h x w bool, where the clean plate covers the plate (and is not known subject).
+    priors: (name, gain, bias) alternatives, e.g. neighbouring frames' exposure.
+    Returns (gain, bias, background, source): background (h x w bool) the pixels agreed to be
+    background, source "fit", "identity" or a prior's name. Iterative: the first background is where
+    the local structure of the two takes agrees (exposure-independent; with `seeded` False, all of
+    `valid`, for a mask already agreed); then `iterations` rounds of fit -> residual -> subject
+    estimate, and the fit on the background that is left. The fit is
+    kept only if it beats every alternative (identity, priors) on that background by more than
+    `margin` (relative): an exact clean plate keeps unit gain and zero bias, and a fit never does
+    worse than the identity.
+    """
+    bg = agreeing_background(warped, plate, valid) if seeded else valid.copy()
+    for _ in range(iterations):
+        gain, bias = fit_exposure(warped, plate, bg)
+        residual = residual_map(plate, apply_exposure(warped, gain, bias))
+        r = residual[bg]
+        if r.size < _MIN_PIXELS:
+            break
+        sigma = 1.4826 * float(np.median(r[:: max(1, r.size // _FIT_PIXELS)]))
+        subject = (residual > max(0.03, 4 * sigma)) & valid
+        subject = cv2.morphologyEx(subject.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        bg = valid & ~cv2.dilate(subject, np.ones((5, 5), np.uint8)).astype(bool)
+        if bg.sum() < _MIN_PIXELS:
+            bg = agreeing_background(warped, plate, valid) if seeded else valid.copy()
+            break
+    gain, bias = fit_exposure(warped, plate, bg)
+
+    idx = np.flatnonzero(bg)
+    idx = idx[:: max(1, len(idx) // _FIT_PIXELS)]
+    xs = warped.reshape(-1, 3)[idx].astype(np.float64)
+    ys = plate.reshape(-1, 3)[idx].astype(np.float64)
+
+    def cost(g, b) -> float:
+        # On a sample of the background: the alternatives differ by far more than its sampling noise.
+        return trimmed_mean(np.abs(ys - np.clip(xs * g + b, 0, 1)).mean(1))
+
+    fitted = cost(gain, bias)
+    best_name, best_g, best_b = "identity", np.ones(3), np.zeros(3)
+    best = cost(best_g, best_b)
+    for name, g, b in priors:
+        c = cost(np.asarray(g, np.float64), np.asarray(b, np.float64))
+        if c < best * (1 - margin):
+            best_name, best_g, best_b, best = name, np.asarray(g, np.float64), np.asarray(b, np.float64), c
+    if np.isfinite(fitted) and (not np.isfinite(best) or fitted < best * (1 - margin)):
+        return gain, bias, bg, "fit"
+    return best_g, best_b, bg, best_name

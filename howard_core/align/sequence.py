@@ -129,6 +129,10 @@ class SequenceAligner:
         self._cache: OrderedDict[int, PreparedFrame] = OrderedDict()
         self._last_good: tuple[int, np.ndarray] | None = None
         self._last_index: int | None = None
+        # Along the shot: the previous frame's choice, fit and flow (hysteresis, smoothing) and the
+        # exposure of recent frames (the prior a frame's own exposure fit must beat).
+        self._previous: AlignResult | None = None
+        self._exposure: tuple[np.ndarray, np.ndarray] | None = None
         self._qc: list[dict] = []
         self.keep_qc = keep_qc
         self.history = history
@@ -165,7 +169,7 @@ class SequenceAligner:
 
     def _reset(self) -> None:
         """Forget what earlier frames left: the state a segment starts from."""
-        self._last_good = None
+        self._last_good = self._previous = self._exposure = None
 
     def _catch_up(self, i: int) -> None:
         """Give frame i the state a whole-clip run has there: at a segment's start, the state from its
@@ -192,6 +196,13 @@ class SequenceAligner:
     def _step(self, i: int, plate: np.ndarray, subject_mask: np.ndarray | None) -> AlignResult:
         self._last_index = i
         js = self.candidates(i)
+        prev = self._previous
+        if prev is not None and prev.still and prev.clean_index not in js:
+            # Hysteresis across the sliding window: while the plate holds still, the previous choice
+            # stays a candidate after the window has moved past it,
+            # until another is clearly better; a still plate has no reason to change frames, whatever
+            # the timeline mapping says.
+            js = sorted(js + [prev.clean_index])
         result = self._align(i, plate, subject_mask, js)
         if result.fallback in ("previous", "identity"):
             # Nothing in the window could be fitted, not even by tracking from a guess: look further
@@ -206,6 +217,9 @@ class SequenceAligner:
         if result.fallback not in ("previous", "identity"):
             # A verified fit, however it was found: the next frame's fallback starts from here.
             self._last_good = (result.clean_index, result.homography)
+            self._previous = result
+            if result.exposure_source != "previous frames":
+                self._exposure = (np.asarray(result.gain), np.asarray(result.bias))
         return result
 
     def _align(self, i: int, plate: np.ndarray, subject_mask: np.ndarray | None, js: list[int]) -> AlignResult:
@@ -215,9 +229,16 @@ class SequenceAligner:
             # The previous good fit, on the candidate nearest to the frame it was made with.
             j_prev, h_prev = self._last_good
             prior = (int(np.argmin([abs(j - j_prev) for j in js])), h_prev)
+        prefer = track = None
+        prev = self._previous
+        if prev is not None and prev.clean_index in js:
+            prefer = js.index(prev.clean_index)
+            track = {"index": prefer, "homography": prev.homography, "flow": prev.flow, "count": prev.steady,
+                     "held": prev.held, "plate_gray": prev.plate_gray}
         result = self.aligner.align(plate, cands, subject_mask=subject_mask, prior=prior,
                                     plate_label=f"plate frame {i}",
-                                    candidate_labels=[f"clean-plate frame {j}" for j in js])
+                                    candidate_labels=[f"clean-plate frame {j}" for j in js], prefer=prefer,
+                                    exposure_prior=self._exposure, track=track)
         result.plate_index = i
         result.clean_index = js[result.index]
         for c in result.candidates:

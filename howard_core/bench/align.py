@@ -1,19 +1,33 @@
-"""Benchmark clean-plate alignment on synthetic hand-held HD frames; prints one JSON object.
+"""Benchmark clean-plate alignment on synthetic shots with known truth; prints one JSON object per shot kind.
 
-    python -m howard_core.bench.align [--frames N] [--width W --height H] [--window K] [--seed S]
+    howard bench align [--kinds planar,parallax,closeup,still] [--frames N] [--width W --height H]
+                       [--speed-frames N] [--window K] [--seed S] [--no-references] [--no-matte]
 
-Measured in one run on the same frames (a `howard_core.synth` shot, so the true homographies are known):
+Shot kinds (`howard_core.synth`; seeds the tests do not use):
 
-- howard: `SequenceAligner` with a (2K+1)-candidate window. `ms_per_frame_warm` is one plate frame's
-  whole search with its candidates' features already cached (the steady state of a long shot);
-  `ms_per_frame_streaming` walks the shot from a cold cache, so it also pays for preparing each new
-  clean-plate frame once. Corner error: misregistration at the plate's corners of the chosen candidate's
-  homography, in plate pixels (`howard_core.align.corner_error`).
-- orb_reference: the simple reference approach on the linearly mapped clean frame: ORB (500 features)
-  on both full frames, the best 15% of matches by distance, RANSAC homography.
-- sift_full_frame: SIFT on both full frames, Lowe ratio test (0.75), RANSAC homography.
+- planar: `make_shot`, one textured plane, where a homography is exact (corner error in plate pixels,
+  `howard_core.align.corner_error`, plus the ORB and SIFT full-frame references below).
+- parallax: `make_depth_shot`, a far wall, a mid panel and a near pillar through a hand-held pinhole camera.
+- closeup: the same set, a head-and-shoulders subject covering 70% of the frame.
+- still: a locked-off plate where nothing moves but sensor noise, with a hand-held clean take.
 
-Frame synthesis is not timed. Times are wall-clock on this machine with OpenCV's default threads.
+For each kind, homography-only (`Aligner(dense=False)`) and the default (dense residual warp) side by side,
+measured in one run on the same frames:
+
+- background_error: mean absolute error of the aligned clean plate against the plate's true, noise-free
+  background, over the pixels the clean plate covers (subject included), 8-bit levels.
+- matte_sad: sum of absolute alpha errors per frame (thousands), the bundled demo network
+  (howard_core/weights/howard_mobilenetv2.pt) given this clean plate; `true_background.matte_sad` is the
+  same network given the true background (what `--no-align` with a perfect clean plate gets), and
+  `sad_ratio` the quotient.
+- flicker: 100 x RMS alpha change from one frame to the next, mean and worst (meaningful on `still`,
+  where the true alpha does not change; on moving shots it includes the subject's own motion).
+- ms_per_hd_frame: one plate frame's whole alignment at 1920x1080 with its candidates' features cached
+  (the steady state of a long shot), on a shot of the same kind; frame synthesis is not timed.
+- QC shares: mean fraction of the frame used as background and left to the homography, flagged frames.
+
+Times are wall-clock on this machine with OpenCV's default threads; on a shared machine compare the two
+columns of one run rather than runs.
 """
 
 from __future__ import annotations
@@ -28,7 +42,9 @@ import cv2
 import numpy as np
 
 from howard_core.align import SequenceAligner, corner_error
-from howard_core.synth import make_shot
+from howard_core.synth import make_depth_shot, make_shot
+
+KINDS = ("planar", "parallax", "closeup", "still")
 
 
 def _gray_u8(img: np.ndarray) -> np.ndarray:
@@ -141,18 +157,146 @@ def run(frames: int = 6, width: int = 1920, height: int = 1080, window: int = 2,
     return report
 
 
+def kind_shot(kind: str, width: int, height: int, frames: int, seed: int, lazy: bool = False):
+    """The synthetic shot of one kind (see the module docstring) and its clean-take length."""
+    clean = frames + max(2, frames // 2)
+    if kind == "planar":
+        return make_shot(width, height, plate_frames=frames, clean_frames=clean, seed=seed, lazy=lazy), clean
+    if kind == "parallax":
+        return make_depth_shot(width, height, frames, clean, seed=seed, lazy=lazy), clean
+    if kind == "closeup":
+        return make_depth_shot(width, height, frames, clean, seed=seed, subject="closeup", subject_cover=0.7,
+                               lazy=lazy), clean
+    if kind == "still":
+        return make_depth_shot(width, height, frames, clean, seed=seed, plate_still=True, subject_still=True,
+                               lazy=lazy), clean
+    raise ValueError(f"unknown shot kind {kind!r}; use one of {', '.join(KINDS)}")
+
+
+class _Matte:
+    """The bundled demo network on the CPU: alpha (H x W float32) of a plate given a clean plate."""
+
+    def __init__(self):
+        import torch
+
+        from howard_core.model import load_model
+        from howard_core.model.engine import Matter
+
+        self.torch = torch
+        self.matter = Matter(load_model())
+
+    def __call__(self, plate: np.ndarray, background: np.ndarray) -> np.ndarray:
+        t = self.torch
+
+        def tensor(x):
+            return t.from_numpy(np.ascontiguousarray(x)[None]).permute(0, 3, 1, 2)
+
+        return self.matter(tensor(plate), tensor(background)).alpha[0, 0].numpy()
+
+
+def _flicker(alphas: list[np.ndarray]) -> dict:
+    steps = [100 * float(np.sqrt(np.mean((b - a) ** 2))) for a, b in zip(alphas, alphas[1:], strict=False)]
+    return {"mean": round(float(np.mean(steps)), 3) if steps else None,
+            "worst": round(float(np.max(steps)), 3) if steps else None}
+
+
+def _sad(alpha: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.abs(alpha - truth).sum()) / 1000
+
+
+def _hd_ms(kind: str, frames: int, seed: int, window: int, dense: bool) -> float:
+    shot, clean = kind_shot(kind, 1920, 1080, frames, seed, lazy=True)
+    cleans = [shot.clean[j] for j in range(clean)]
+    seq = SequenceAligner(frames, clean, cleans.__getitem__, window=window, dense=dense)
+    ms = []
+    for i in range(frames):
+        plate = shot.plate[i]
+        seq.prefetch(i)
+        t0 = time.perf_counter()
+        seq.align_frame(i, plate)
+        ms.append((time.perf_counter() - t0) * 1000)
+    return round(float(np.mean(ms)), 1)
+
+
+def run_kind(kind: str, frames: int = 8, width: int = 960, height: int = 540, window: int = 2, seed: int = 1000,
+             speed_frames: int = 3, matte: bool = True, references: bool = True, matter=None) -> dict:
+    """The figures of one shot kind, homography-only and the default side by side (module docstring)."""
+    shot, clean = kind_shot(kind, width, height, frames, seed + KINDS.index(kind))
+    net = (matter or _Matte()) if matte else None
+    report = {"benchmark": "align", "kind": kind, "size": [width, height], "frames": frames, "clean_frames": clean,
+              "seed": seed + KINDS.index(kind), "window": window}
+    if net is not None:
+        truth = [net(shot.plate[i], shot.plate_background(i)) for i in range(frames)]
+        report["true_background"] = {"matte_sad": round(float(np.mean([_sad(a, shot.alpha[i])
+                                                                          for i, a in enumerate(truth)])), 3),
+                                     "flicker": _flicker(truth)}
+    for name, dense in (("homography_only", False), ("default", True)):
+        seq = SequenceAligner(frames, clean, lambda j: shot.clean[j], window=window, dense=dense)
+        errors, sads, alphas, corner, qc = [], [], [], [], []
+        for i in range(frames):
+            r = seq.align_frame(i, shot.plate[i])
+            qc.append(r)
+            diff = np.abs(r.background - shot.plate_background(i))[r.valid]
+            errors.append(float(diff.mean()) * 255 if diff.size else float("nan"))
+            if kind == "planar":
+                corner.append(_error(r.homography, shot, r.clean_index, i))
+            if net is not None:
+                alphas.append(net(shot.plate[i], r.background))
+                sads.append(_sad(alphas[-1], shot.alpha[i]))
+        out = {"background_error": round(float(np.nanmean(errors)), 3)}
+        if net is not None:
+            out["matte_sad"] = round(float(np.mean(sads)), 3)
+            out["sad_ratio"] = round(out["matte_sad"] / max(report["true_background"]["matte_sad"], 1e-9), 3)
+            out["flicker"] = _flicker(alphas)
+        if corner:
+            out["corner_error_px"] = _errors(corner)
+        out.update({
+            "ms_per_hd_frame": _hd_ms(kind, speed_frames, seed + 50 + KINDS.index(kind), window, dense)
+            if speed_frames else None,
+            "background_share": round(float(np.mean([r.background_share for r in qc])), 4),
+            "homography_share": round(float(np.mean([r.homography_share for r in qc])), 4),
+            "residual_px": round(float(np.mean([r.residual_px for r in qc])), 3),
+            "flagged": int(sum(r.flagged for r in qc)),
+            "fallback_frames": int(sum(r.fallback is not None for r in qc)),
+            "chosen_clean_frames": [int(r.clean_index) for r in qc],
+        })
+        report[name] = out
+    if kind == "planar" and references:
+        cleans = [shot.clean[j] for j in range(clean)]
+        seq = SequenceAligner(frames, clean, cleans.__getitem__, window=window)
+        for name, method in (("orb_reference", orb_reference), ("sift_full_frame", sift_full_frame)):
+            errs = []
+            for i in range(frames):
+                j = int(round(seq.clean_position(i)))
+                errs.append(_error(method(shot.plate[i], cleans[j]), shot, j, i))
+            report[name] = {"corner_error_px": _errors(errs)}
+    report["machine"] = {"cpu_threads_opencv": cv2.getNumThreads(), "python": platform.python_version(),
+                         "opencv": cv2.__version__}
+    return report
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="howard bench align", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=6, help="plate frames to align (default 6)")
-    parser.add_argument("--width", type=int, default=1920)
-    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
+    parser.add_argument("--frames", type=int, default=8, help="plate frames per shot (default 8)")
+    parser.add_argument("--width", type=int, default=960)
+    parser.add_argument("--height", type=int, default=540)
+    parser.add_argument("--speed-frames", type=int, default=3, help="HD frames timed per kind (0: no timing)")
     parser.add_argument("--window", type=int, default=2, help="candidates each side (default 2: 5 in all)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--no-references", action="store_true", help="skip the ORB and SIFT references")
+    parser.add_argument("--no-matte", action="store_true", help="skip the matte figures (no network)")
     args = parser.parse_args(argv)
-    report = run(frames=max(1, args.frames), width=args.width, height=args.height, window=args.window,
-                 seed=args.seed, references=not args.no_references)
-    print(json.dumps(report))
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        parser.error(f"unknown shot kind {unknown[0]!r}; use one of {', '.join(KINDS)}")
+    net = None if args.no_matte else _Matte()
+    for kind in kinds:
+        report = run_kind(kind, frames=max(2, args.frames), width=args.width, height=args.height,
+                          window=args.window, seed=args.seed, speed_frames=max(0, args.speed_frames),
+                          matte=not args.no_matte, references=not args.no_references, matter=net)
+        print(json.dumps(report), flush=True)
     return 0
 
 
