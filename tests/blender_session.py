@@ -353,42 +353,39 @@ def unexpected(job):
         module.logic.options_from_settings = real
 
 
+def started_pull(job, name):
+    """A pull of every plate frame into scratch/NAME, started and left running: (record, output folder)."""
+    scene = artist_scene(name, 1, 2, job)
+    all_frames(job, scene.howard)
+    output = os.path.join(job["scratch"], name)
+    scene.howard.clean_path, scene.howard.output_dir = job["clean"], output
+    record = pull(on_start=lambda rec: None)
+    record["output"] = output
+    return record
+
+
 def load_other_file(job):
     """Loading another file ends a running pull's howard process."""
     saved = os.path.join(job["scratch"], "other.blend")
     bpy.ops.wm.save_as_mainfile(filepath=saved, copy=True)
-    scene = artist_scene("load", 1, 2, job)
-    all_frames(job, scene.howard)
-    scene.howard.clean_path, scene.howard.output_dir = job["clean"], os.path.join(job["scratch"], "load")
-    record = pull(on_start=lambda rec: None)
+    record = started_pull(job, "load")
     bpy.ops.wm.open_mainfile(filepath=saved)
     record["alive_after"] = alive(record["pid"])
     record["running_after_load"] = len(ui()._RUNNING)
-    record["output"] = os.path.join(job["scratch"], "load")
     return record
 
 
 def disable_addon(job):
     """Turning the add-on off ends a running pull's howard process."""
-    scene = artist_scene("disable", 1, 2, job)
-    all_frames(job, scene.howard)
-    scene.howard.clean_path, scene.howard.output_dir = job["clean"], os.path.join(job["scratch"], "disable")
-    record = pull(on_start=lambda rec: None)
+    record = started_pull(job, "disable")
     bpy.ops.preferences.addon_disable(module=EXT_MODULE)
     record["alive_after"] = alive(record["pid"])
-    record["output"] = scene.howard.output_dir if hasattr(scene, "howard") else os.path.join(job["scratch"],
-                                                                                            "disable")
     return record
 
 
 def quit_blender(job):
     install(job)
-    scene = artist_scene("quit", 1, 2, job)
-    settings = scene.howard
-    all_frames(job, settings)
-    settings.clean_path, settings.output_dir = job["clean"], os.path.join(job["scratch"], "quit")
-    record = pull(on_start=lambda rec: None)
-    record["output"] = settings.output_dir
+    record = started_pull(job, "quit")
     with open(sys.argv[3], "w") as f:
         json.dump(record, f)
     bpy.ops.wm.quit_blender()
