@@ -96,6 +96,21 @@ def run_chunk(task: ChunkTask) -> dict:
             "frames_skipped": rep["frames_skipped"], "report": rep["report"]}
 
 
+def worker_environment(workers_per_machine: int) -> dict:
+    """Dask config for the environment nannies start Howard's worker processes with, read when the
+    process starts (`distributed.nanny.pre-spawn-environ`): each worker's share of the cores for
+    inference (Dask's default is one thread), OpenMP waits that sleep and one malloc arena as the
+    `howard` command sets for itself (howard_core.runtime), and not Dask's MALLOC_TRIM_THRESHOLD_:
+    fixing it turns every frame-sized buffer into a fresh mmap, and HD frames then ran about 1.5x slower.
+    For a cluster started by hand, `dask worker` reads the same keys from Dask's configuration."""
+    from howard_core.runtime import cpu_cores
+
+    key = "distributed.nanny.pre-spawn-environ"
+    threads = str(max(1, cpu_cores() // max(1, workers_per_machine)))
+    return {f"{key}.MALLOC_TRIM_THRESHOLD_": None, f"{key}.OMP_NUM_THREADS": threads,
+            f"{key}.MKL_NUM_THREADS": threads, f"{key}.OMP_WAIT_POLICY": "PASSIVE", f"{key}.MALLOC_ARENA_MAX": "1"}
+
+
 def connect(cluster: str, security=None):
     """(client, close) for "local:N", "tcp://host:port", "tls://host:port" or a scheduler file path.
 
@@ -117,8 +132,9 @@ def connect(cluster: str, security=None):
         if n < 1:
             raise HowardError(f"--cluster {cluster}: write local:N with N worker processes, e.g. local:2")
         # Loopback only, no dashboard: a local cluster is private to this job.
-        local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address=None, silence_logs=logging.ERROR)
+        with dask.config.set(worker_environment(n)):
+            local = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                 dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(local)
 
         def close():
