@@ -356,10 +356,11 @@ def _farm_job(args, actions, path_map):
     from howard_core.io import parse_frames
 
     layers = [x for x in (args.layers or "").split(",") if x]
-    clip = jobs.survey(args.plate, args.output, frames=parse_frames(args.frames) if args.frames else None,
-                       kind=args.format, layers=layers, compression=args.compression, colorspace=args.colorspace,
-                       ocio_config=args.ocio_config, missing=args.missing)
-    size = args.chunk_size or jobs.default_chunk_size(len(clip.frames), args.workers_hint)
+    clip = jobs.survey(args.plate, args.clean_plate, args.output,
+                       frames=parse_frames(args.frames) if args.frames else None, kind=args.format, layers=layers,
+                       compression=args.compression, colorspace=args.colorspace, ocio_config=args.ocio_config,
+                       missing=args.missing)
+    size = jobs.chunk_size_for(args.chunk_size, len(clip.frames), args.workers_hint)
     spec = jobs.FarmJob(plate=path_map(args.plate), clean_plate=path_map(args.clean_plate),
                         output=path_map(args.output), options=tuple(_options_argv(args, actions, path_map)),
                         frames=clip.frames, chunks=jobs.split_chunks(clip.frames, size),

@@ -363,3 +363,17 @@ def test_host_kit_farm_commands_carry_the_pull_options_and_run(shot, tmp_path):
     done = subprocess.run(bundle_argv, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "bundle" / "template.yaml").exists() and "openjd run" in done.stdout
+
+
+@pytest.mark.parametrize("engine, where", [("openjd", "--bundle"), ("opencue", "--outline")])
+@pytest.mark.parametrize("change, message", [
+    (lambda a, tmp: [a[0], str(tmp / "nowhere" / "clean.####.exr")] + a[2:], "nowhere/clean.####.exr"),
+    (lambda a, tmp: a + ["--chunk-size", "0"], "chunk size must be at least 1"),
+])
+def test_farm_job_bad_input_is_one_line_and_writes_no_job(shot, tmp_path, capsys, engine, where, change, message):
+    target = tmp_path / ("bundle" if engine == "openjd" else "job.outline")
+    argv = change([shot["plate"], shot["clean"], "-o", str(tmp_path / "out"), where, str(target)], tmp_path)
+    assert main(["farm", engine, *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("howard: error:") and message in err[-1]
+    assert not target.exists()

@@ -218,16 +218,17 @@ def matte_on_cluster(plate, clean_plate, output, *, cluster, chunk_size: int | N
     if options.get("ocio_config") and os.path.exists(options["ocio_config"]):
         options["ocio_config"] = to_worker(options["ocio_config"])
     plate, clean_plate, output = (os.path.abspath(os.fspath(p)) for p in (plate, clean_plate, output))
-    clip = jobs.survey(plate, output, frames=frames, kind=options.get("kind"), layers=options.get("layers", ()),
-                       compression=options.get("compression"), colorspace=options.get("colorspace"),
-                       ocio_config=options.get("ocio_config"), missing=options.get("missing", "error"))
+    clip = jobs.survey(plate, clean_plate, output, frames=frames, kind=options.get("kind"),
+                       layers=options.get("layers", ()), compression=options.get("compression"),
+                       colorspace=options.get("colorspace"), ocio_config=options.get("ocio_config"),
+                       missing=options.get("missing", "error"))
     numbers, folder, display = clip.frames, clip.folder, clip.display
     merged_path = Path(report) if report else clip.merged_report
 
     client, close = connect(cluster, security)
     try:
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        size = chunk_size or jobs.default_chunk_size(len(numbers), workers)
+        size = jobs.chunk_size_for(chunk_size, len(numbers), workers)
         chunks = jobs.split_chunks(numbers, size)
         job = uuid.uuid4().hex[:12]
         tracker = _Progress(len(numbers), display, progress)

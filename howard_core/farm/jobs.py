@@ -99,24 +99,32 @@ class Clip:
         return self.folder / f"howard_report.{self.frames[0]}-{self.frames[-1]}.json"
 
 
-def survey(plate, output, *, frames=None, kind=None, layers=(), compression=None, colorspace=None,
+def survey(plate, clean_plate, output, *, frames=None, kind=None, layers=(), compression=None, colorspace=None,
            ocio_config=None, missing="error") -> Clip:
-    """Lists the plate's frames and checks the output as `pipeline.matte` would, on the submitting
-    machine, so a farm job with a bad input fails here in one line instead of on every node."""
+    """Lists the plate's frames and checks the clean plate and the output as `pipeline.matte` would,
+    on the submitting machine, so a farm job with a bad input fails here in one line instead of on
+    every node."""
     from howard_core.io import open_sink, open_source
-    from howard_core.pipeline import output_kind
+    from howard_core.pipeline import check_not_clean_plate, output_kind
 
     kind = output_kind(output, kind)
     if kind == "prores":
         raise HowardError(f"{output}: a ProRes movie cannot be written in chunks on a farm; write an EXR or PNG "
                           f"sequence (encode the movie from it afterwards)")
-    with open_source(plate, frames=frames, colorspace=colorspace, ocio_config=ocio_config, missing=missing) as src:
+    with open_source(plate, frames=frames, colorspace=colorspace, ocio_config=ocio_config, missing=missing) as src, \
+         open_source(clean_plate, ocio_config=ocio_config) as clean:
         numbers = list(src.frame_numbers)
         sink = open_sink(output, kind, like=src, layers=tuple(layers or ()), compression=compression)
+        check_not_clean_plate(sink, clean, numbers)
         folder = Path(sink.path_for(numbers[0])).parent
         display = sink.display
         sink.close()
     return Clip(numbers, folder, display)
+
+
+def chunk_size_for(requested: int | None, n_frames: int, workers: int) -> int:
+    """The chunk size asked for (refused below 1 by `split_chunks`), else the default."""
+    return requested if requested is not None else default_chunk_size(n_frames, workers)
 
 
 @dataclass(frozen=True)
