@@ -179,13 +179,12 @@ def _add_matte_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
 
 # Set per chunk by the farm engines themselves, never passed on from the user's command line.
 _FARM_SETS = {"frames", "progress"}
-# Options naming files, which farm nodes may see under another mount (--path-map).
-_PATH_OPTIONS = {"model", "ocio_config"}
 
 
 def _options_argv(args, actions: list[argparse.Action], path_map=None) -> list[str]:
-    """`howard matte` flags for every option in `actions` the user set to other than its default."""
-    import os
+    """`howard matte` flags for every option in `actions` the user set to other than its default;
+    `path_map` rewrites the ones naming files (farm.jobs.FILE_OPTIONS) for the farm's mounts."""
+    from howard_core.farm.jobs import FILE_OPTIONS
 
     argv: list[str] = []
     for action in actions:
@@ -196,8 +195,8 @@ def _options_argv(args, actions: list[argparse.Action], path_map=None) -> list[s
         if action.nargs == 0:
             argv.append(flag)
             continue
-        if action.dest in _PATH_OPTIONS and path_map is not None and os.path.exists(value):
-            value = path_map(value)
+        if action.dest in FILE_OPTIONS and path_map is not None:
+            value = path_map.file_option(value)
         argv += [flag, str(value)]
     return argv
 

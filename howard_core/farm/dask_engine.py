@@ -60,11 +60,10 @@ class ChunkTask:
 def _model_for(spec):
     from howard_core.pipeline import resolve_model
 
-    key = spec if isinstance(spec, str | os.PathLike | None) else id(spec)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = resolve_model(spec)
-        return _MODELS[key]
+    with _MODELS_LOCK:  # spec: a checkpoint path, an installed weights name or None (matte_on_cluster)
+        if spec not in _MODELS:
+            _MODELS[spec] = resolve_model(spec)
+        return _MODELS[spec]
 
 
 def run_chunk(task: ChunkTask) -> dict:
@@ -213,10 +212,9 @@ def matte_on_cluster(plate, clean_plate, output, *, cluster, chunk_size: int | N
         raise HowardError("a cluster job needs the model as a checkpoint path or installed weights name that "
                           "every worker can load, not a loaded network")
     to_worker = path_map or jobs.PathMap()
-    if model is not None and os.path.exists(model):
-        options["model"] = to_worker(model)
-    if options.get("ocio_config") and os.path.exists(options["ocio_config"]):
-        options["ocio_config"] = to_worker(options["ocio_config"])
+    for name in jobs.FILE_OPTIONS:
+        if options.get(name) is not None:
+            options[name] = to_worker.file_option(options[name])
     plate, clean_plate, output = (os.path.abspath(os.fspath(p)) for p in (plate, clean_plate, output))
     clip = jobs.survey(plate, clean_plate, output, frames=frames, kind=options.get("kind"),
                        layers=options.get("layers", ()), compression=options.get("compression"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from howard_core.io.frames import format_frames
 CHUNKS_PER_WORKER = 2
 MAX_SEGMENTS_PER_CHUNK = 4
 REPORT_FOLDER = "howard_chunks"
+# `howard matte` options (their matte() names) that may name a file, which farm nodes may see elsewhere.
+FILE_OPTIONS = ("model", "ocio_config")
 
 
 def split_chunks(frames: list[int], chunk_size: int) -> list[list[int]]:
@@ -79,6 +80,11 @@ class PathMap:
             if text == src or text.startswith(src.rstrip("/") + "/"):
                 return dst + text[len(src):] if src != "/" else dst.rstrip("/") + text
         return text
+
+    def file_option(self, value):
+        """An option that may name a file (--model, --ocio-config): mapped where it is a file here,
+        as given otherwise (an installed weights name, a config the farm has)."""
+        return self(value) if value is not None and os.path.exists(value) else value
 
 
 def chunk_report_path(folder: Path, chunk: list[int]) -> Path:
@@ -191,7 +197,8 @@ def merge_reports(paths, out: Path, *, engine: dict, chunks: list[dict] | None =
         raise HowardError(f"no chunk report found (looked for {len(missing)} files such as "
                           f"{missing[0] if missing else out}); did the farm job run?")
     if expected is not None:
-        frames = {n: rec for n, rec in frames.items() if n in set(expected)}
+        wanted = set(expected)
+        frames = {n: rec for n, rec in frames.items() if n in wanted}
     ordered = [frames[n] for n in sorted(frames)]
     merged = {
         "howard": "matte report", "plate": first.get("plate"), "clean_plate": first.get("clean_plate"),
@@ -205,7 +212,3 @@ def merge_reports(paths, out: Path, *, engine: dict, chunks: list[dict] | None =
     write_json_atomic(out, merged)
     merged["report"] = str(out)
     return merged
-
-
-def shell_join(argv: list[str]) -> str:
-    return shlex.join(argv)
