@@ -18,6 +18,7 @@ use this file even where the rest of `howard_core` cannot be imported:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import queue
@@ -235,7 +236,7 @@ def farm_command(plate, clean_plate, output, options: MatteOptions | None, targe
     target.validate()
     options = options or MatteOptions()
     if options.resume:
-        options = MatteOptions(**{**options.__dict__, "resume": False})  # farm chunks always resume
+        options = dataclasses.replace(options, resume=False)  # farm chunks always resume
     argv = matte_command(plate, clean_plate, output, options, runner=runner, cwd=cwd)
     extra = ["--chunk-size", str(int(target.chunk_size))] if target.chunk_size else []
     for rule in target.path_map:
