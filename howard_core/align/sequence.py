@@ -176,22 +176,21 @@ class SequenceAligner:
         lead-in alone; inside a segment, after a gap (a chunk's or a resumed run's start), the state
         from aligning the skipped frames since the segment's lead-in (aligned, then discarded)."""
         seg = i - i % self.segment
-        if i == seg:
-            since = range(max(0, seg - self.lead_in), seg)
-        elif self._last_index is not None and seg <= self._last_index < i and not (
-                self.history is not None and any(self.history.exists(k) for k in range(self._last_index + 1, i))):
-            return  # the previous frame on disk was this run's last: the state follows on
-        elif self.history is None:
-            if self._last_index is None:
-                return  # a caller with no history starts where the clip starts, in order
-            since = range(0)
-        else:
-            since = range(max(0, seg - self.lead_in), i)
+        if i != seg and self._follows_on(i, seg):
+            return
         self._reset()
-        if self.history is not None:
-            for k in since:
-                if self.history.exists(k):
-                    self._step(k, self.history.read(k), None)
+        if self.history is None:
+            return  # a caller without the other frames aligns the clip in order, from its start
+        for k in range(max(0, seg - self.lead_in), seg if i == seg else i):
+            if self.history.exists(k):
+                self._step(k, self.history.read(k), None)
+
+    def _follows_on(self, i: int, seg: int) -> bool:
+        """True when this run's last frame was the frame on disk before i, in i's segment."""
+        last = self._last_index
+        if last is None or not seg <= last < i:
+            return False
+        return self.history is None or not any(self.history.exists(k) for k in range(last + 1, i))
 
     def _step(self, i: int, plate: np.ndarray, subject_mask: np.ndarray | None) -> AlignResult:
         self._last_index = i
