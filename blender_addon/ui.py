@@ -365,18 +365,13 @@ class HOWARD_OT_pull_matte(bpy.types.Operator):
             folder = logic.output_folder(settings.output_dir, plate, bpy.data.filepath, bpy.path.abspath)
             options = logic.options_from_settings(settings, hostcli, frames, colorspace, ocio)
             farm = logic.farm_target(settings, hostcli, bpy.path.abspath)
-            if farm is None:
-                argv = hostcli.matte_command(plate, clean, folder + os.sep, options, runner=runner)
-            else:
-                if farm.kind != "dask":  # the farm writes it when every chunk and the merge are done
-                    options.report = hostcli.farm_report_path(folder)
-                argv = hostcli.farm_command(plate, clean, folder + os.sep, options, farm, runner=runner)
-            job = hostcli.Job(argv, expect_done=options.report is None).start()
+            argv, farm_report = hostcli.pull_command(plate, clean, folder, options, farm, runner=runner)
+            job = hostcli.Job(argv, expect_done=farm_report is None).start()
         except (ValueError, hostcli.HostError) as exc:
             return self._refuse(settings, exc)
         LOG.info("Howard: %s", hostcli.format_command(argv))
         self._pull = Pull(hostcli, job, plate, shift, block if settings.plate_source == "IMAGE" else None, clip,
-                          options.report)
+                          farm_report)
         _RUNNING.append(self)
         wm = context.window_manager
         self._timer = wm.event_timer_add(TIMER_S, window=context.window)

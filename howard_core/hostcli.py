@@ -250,6 +250,22 @@ def farm_command(plate, clean_plate, output, options: MatteOptions | None, targe
             *extra]
 
 
+def pull_command(plate, clean_plate, folder, options: MatteOptions | None = None, target: FarmTarget | None = None,
+                 runner: list[str] | None = None, cwd=None) -> tuple[list[str], str | None]:
+    """(argv, farm report) for a host's Pull into `folder`: `howard matte` here (target None), or
+    through a farm (`farm_command`). An OpenJD or OpenCue job runs elsewhere; the report it writes
+    when every chunk and the merge are done (`farm_report_path`) is returned as the sign to load
+    its mattes, else None (the job's own events say when it is done)."""
+    options = options or MatteOptions()
+    output = os.path.join(os.fspath(folder), "")  # a trailing separator: Howard reads it as a folder
+    if target is None:
+        return matte_command(plate, clean_plate, output, options, runner=runner, cwd=cwd), None
+    report = farm_report_path(folder) if target.kind != "dask" else None
+    if report is not None:
+        options = dataclasses.replace(options, report=report)
+    return farm_command(plate, clean_plate, output, options, target, runner=runner, cwd=cwd), report
+
+
 def export_nuke_command(output, model: str | None = None, backbone_scale: float | None = None,
                         refine_mode: str | None = None, sample_pixels: int | None = None,
                         runner: list[str] | None = None, cwd=None) -> list[str]:

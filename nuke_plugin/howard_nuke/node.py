@@ -302,14 +302,8 @@ def pull_matte(node):
                                             else None)
         options.colorspace, options.clean_colorspace, options.ocio_config = plate_cs, clean_cs, config
         runner = hostcli.resolve_runner(cli=_cli_setting(node) or None)
-        farm = logic.farm_target(values, hostcli)
-        farm_report = None
-        if farm is None:
-            argv = hostcli.matte_command(plate, clean, folder + os.sep, options, runner=runner)
-        else:
-            if farm.kind != "dask":  # the farm writes it when every chunk and the merge are done
-                farm_report = options.report = hostcli.farm_report_path(folder)
-            argv = hostcli.farm_command(plate, clean, folder + os.sep, options, farm, runner=runner)
+        argv, farm_report = hostcli.pull_command(plate, clean, folder, options, logic.farm_target(values, hostcli),
+                                                 runner=runner)
         job = hostcli.Job(argv, expect_done=farm_report is None).start()
     except (ValueError, RuntimeError, OSError, hostcli.HostError) as exc:  # RuntimeError: a cancelled render
         _message(str(exc))
