@@ -114,10 +114,15 @@ def run_demo(out: str | Path = "howard_demo", width: int = 960, height: int = 54
     """Generate the inputs, run the pipeline on them, write the contact sheet; returns the report
     with `contact_sheet` and `inputs` added. `options` go to `howard_core.matte`."""
     from howard_core.pipeline import matte
+    from howard_core.runtime import cpu_cores
 
     out = Path(out)
     plate, clean = make_inputs(out / "inputs", width, height, frames, seed)
     options.setdefault("layers", ["fg", "err", "ref", "bg"])
+    # A measured thread budget changes inference's thread count mid-run, and oneDNN's sums then round
+    # differently (one half-float step in a few pixels): a fixed count makes the demo reproducible, run
+    # to run and before and after a change.
+    options.setdefault("threads", cpu_cores())
     report = matte(plate, clean, out / "matte" / "plate_matte.####.exr", progress=progress, **options)
     report["contact_sheet"] = str(contact_sheet(report, out / "contact_sheet.png"))
     report["inputs"] = {"plate": plate, "clean_plate": clean}
