@@ -27,16 +27,16 @@ import torch
 from howard_core.errors import HowardError
 
 from .backbones import BACKBONES
-from .network import MattingBase, MattingRefine
+from .network import REFINE_SETTINGS, MattingBase, MattingRefine
 
 HOWARD_FORMAT = "howard-checkpoint"
 HOWARD_VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "howard_mobilenetv2.pt"
-REFINE_OPTIONS = ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold",
-                  "refine_kernel_size", "refine_prevent_oversampling")
+# What a checkpoint may record of the refining model: its run-time settings and its build.
+REFINE_OPTIONS = (*REFINE_SETTINGS, "refine_kernel_size", "refine_prevent_oversampling")
 # Attributes the official TorchScript modules expose and we carry over as defaults.
-_TORCHSCRIPT_ATTRS = ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold")
+_TORCHSCRIPT_ATTRS = REFINE_SETTINGS
 
 
 def detect_architecture(state_dict: dict, where: str = "checkpoint") -> tuple[str, str]:

@@ -35,15 +35,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from howard_core.errors import HowardError
+from howard_core.settings import PRECISIONS
 
-from .network import REFINE_MODES, MattingBase, MattingRefine, select_patches
+from .network import (
+    ALPHA,
+    ALPHA_FOREGROUND,
+    ERROR,
+    FOREGROUND,
+    HIDDEN,
+    REFINE_MODES,
+    REFINE_SETTINGS,
+    MattingBase,
+    MattingRefine,
+    select_patches,
+)
 
 PRESETS = {
     # The published recommendations for the official checkpoints.
     "hd": {"backbone_scale": 0.25, "refine_sample_pixels": 80_000},
     "4k": {"backbone_scale": 0.125, "refine_sample_pixels": 320_000},
 }
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class MatteResult(NamedTuple):
@@ -348,7 +359,7 @@ class Matter:
         for key, value in overrides.items():
             if value is None:
                 continue
-            if key not in ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold"):
+            if key not in REFINE_SETTINGS:
                 raise HowardError(f"unknown Matter setting {key!r}")
             if not self.is_refine:
                 raise HowardError(f"{key} needs a refining model; this checkpoint is the base (coarse) model only")
@@ -404,9 +415,9 @@ class Matter:
 
     def _base(self, src, bgr, maps: bool = True):
         y = self._coarse(src, bgr)
-        pha = y[:, 0:1].clamp(0.0, 1.0)
-        fgr = (y[:, 1:4] + src).clamp_(0.0, 1.0)
-        err = y[:, 4:5].clamp(0.0, 1.0)
+        pha = y[:, ALPHA].clamp(0.0, 1.0)
+        fgr = (y[:, FOREGROUND] + src).clamp_(0.0, 1.0)
+        err = y[:, ERROR].clamp(0.0, 1.0)
         if not maps:
             B, _, H, W = src.shape
             return pha, fgr, None, torch.zeros((B, 1, H // 4, W // 4), device=src.device)
@@ -422,13 +433,13 @@ class Matter:
                                recompute_scale_factor=True)
         y = self._coarse(src_sm, bgr_sm)
         # Alpha (clamped) and foreground residual side by side, NCHW: resized to full size in one call.
-        four_sm = y[:, 0:4].contiguous()
-        four_sm[:, 0:1].clamp_(0.0, 1.0)
-        pha_sm, fgr_res_sm = four_sm[:, 0:1], four_sm[:, 1:4]
-        err_sm = y[:, 4:5].clamp(0.0, 1.0)
+        four_sm = y[:, ALPHA_FOREGROUND].contiguous()
+        four_sm[:, ALPHA].clamp_(0.0, 1.0)
+        pha_sm, fgr_res_sm = four_sm[:, ALPHA], four_sm[:, FOREGROUND]
+        err_sm = y[:, ERROR].clamp(0.0, 1.0)
         B, _, H, W = src.shape
         if settings["refine_mode"] == "full":
-            pha, fgr_res = self._refine_full(src, bgr, pha_sm, fgr_res_sm, y[:, 5:].relu())
+            pha, fgr_res = self._refine_full(src, bgr, pha_sm, fgr_res_sm, y[:, HIDDEN].relu())
             ref_sm = torch.ones((B, 1, H // 4, W // 4), device=src.device)
         else:
             pha, fgr_res, ref_sm = self._refine_patches(src, bgr, y, four_sm, err_sm, settings)
@@ -535,15 +546,15 @@ class Matter:
         ref = select_patches(err_q, settings["refine_mode"], int(settings["refine_sample_pixels"]),
                              settings["refine_threshold"], self.prevent_oversampling)
         four = F.interpolate(four_sm, size=(H, W), mode="bilinear", align_corners=False)
-        pha, fgr_res = four[:, 0:1], four[:, 1:4]
+        pha, fgr_res = four[:, ALPHA], four[:, FOREGROUND]
         idx = torch.nonzero(ref.squeeze(1))
         if idx.shape[0] == 0:
             return pha, fgr_res, ref
         # The refiner's low-resolution input, made in place in the decoder output: alpha clamped,
         # hidden features through ReLU (the error channel has zero weight).
         low = y.contiguous(memory_format=torch.channels_last)
-        low[:, 0:1].clamp_(0.0, 1.0)
-        low[:, 5:].relu_()
+        low[:, ALPHA].clamp_(0.0, 1.0)
+        low[:, HIDDEN].relu_()
         b, y, x = idx[:, 0], idx[:, 1], idx[:, 2]
         k3 = self.kernel_size == 3
         p, q = (3, 2) if k3 else (0, 0)  # zero padding the reference applies at half and full resolution

@@ -31,7 +31,7 @@ from howard_core.errors import HowardError
 from howard_core.io.atomic import write_bytes_atomic
 
 from .engine import fold_batchnorm
-from .network import MattingBase, MattingRefine
+from .network import REFINE_SETTINGS, MattingBase, MattingRefine
 
 
 class SixChannelMatting(nn.Module):
@@ -66,7 +66,7 @@ def export_torchscript(model: MattingBase, path: str | os.PathLike, fold: bool =
         for key, value in settings.items():
             if key == "backbone_scale":
                 net.backbone_scale = float(value)
-            elif key in ("refine_mode", "refine_sample_pixels", "refine_threshold"):
+            elif key in REFINE_SETTINGS:
                 setattr(net.refiner, key[len("refine_"):], value)
             else:
                 raise HowardError(f"unknown export setting {key!r}")

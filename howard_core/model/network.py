@@ -16,10 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from howard_core.settings import REFINE_MODES
+
 from .backbones import make_backbone
 
 HIDDEN_CHANNELS = 32
 OUT_CHANNELS = 1 + 3 + 1 + HIDDEN_CHANNELS  # alpha, foreground residual, error, hidden
+# Where each output sits in the decoder's channels, for code outside the scripted modules
+# (TorchScript resolves no module-level slices: the modules below index with the same numbers).
+ALPHA, FOREGROUND, ERROR, HIDDEN = slice(0, 1), slice(1, 4), slice(4, 5), slice(5, None)
+ALPHA_FOREGROUND = slice(0, 4)  # alpha and foreground residual side by side
+# The refining model's run-time settings (as MattingRefine and Matter take them).
+REFINE_SETTINGS = ("backbone_scale", "refine_mode", "refine_sample_pixels", "refine_threshold")
 
 
 
@@ -120,7 +128,6 @@ class MattingBase(nn.Module):
         return pha, fgr, err, hid
 
 
-REFINE_MODES = ("sampling", "thresholding", "full")
 
 
 def select_patches(err: torch.Tensor, mode: str, sample_pixels: int, threshold: float,
