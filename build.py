@@ -109,14 +109,33 @@ def bench(args: list[str]) -> None:
     sys.exit(subprocess.run([str(BIN / "howard"), "bench", *args], cwd=ROOT).returncode)
 
 
-def adapter_zip(name: str, out: Path) -> Path:
-    """out/howard_<name>.zip: the adapter folder's files under one folder `name/` (tests install this zip)."""
+# The one source of the file that lets a host's Python find Howard (it cannot be imported from
+# howard_core: it is what finds howard_core), and where each adapter carries its copy.
+HOSTBOOT = ROOT / "howard_core" / "howard_hostboot.py"
+HOSTBOOT_IN = {"nuke_plugin": Path("howard_nuke") / "howard_hostboot.py", "blender_addon": Path("howard_hostboot.py")}
+
+
+def adapter_files(name: str) -> list[tuple[Path, Path]]:
+    """(source file, path inside the adapter folder) for every file a host adapter ships."""
     src = ROOT / name
+    files = [(f, f.relative_to(src)) for f in sorted(src.rglob("*")) if f.is_file() and "__pycache__" not in f.parts]
+    return files + [(HOSTBOOT, HOSTBOOT_IN[name])]
+
+
+def assemble_adapter(name: str, out: Path) -> Path:
+    """out/<name>/: the adapter folder as users install it (the tests load it from there)."""
+    for source, inside in adapter_files(name):
+        (out / name / inside).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, out / name / inside)
+    return out / name
+
+
+def adapter_zip(name: str, out: Path) -> Path:
+    """out/howard_<name>.zip: the adapter's files under one folder `name/` (tests install this zip)."""
     path = out / f"howard_{name}.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(src.rglob("*")):
-            if f.is_file() and "__pycache__" not in f.parts:
-                zf.write(f, Path(name) / f.relative_to(src))
+        for source, inside in adapter_files(name):
+            zf.write(source, Path(name) / inside)
     return path
 
 

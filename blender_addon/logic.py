@@ -53,15 +53,17 @@ def input_path(kind, file_path, datablock, abspath, hostcli):
 
 
 def options_from_settings(settings, hostcli, frames=None, colorspace=None, ocio_config=None):
-    """hostcli.MatteOptions from the panel's settings (the Scene's Howard property group).
+    """hostcli.MatteSettings from the panel's settings (the Scene's Howard property group).
     `frames`: the plate frames to pull (see scene_frames); `colorspace` / `ocio_config`: what
     plate_colorspace chose, used where the panel's own Plate colorspace field is empty."""
-    return hostcli.MatteOptions(
+    return hostcli.MatteSettings(
         frames=frames,
         model=_text(settings.model),
         preset=None if settings.preset == "DEFAULT" else settings.preset,
         refine_mode=None if settings.refine_mode == "DEFAULT" else settings.refine_mode,
+        backbone_scale=settings.backbone_scale or None,
         sample_pixels=settings.sample_pixels or None,
+        refine_threshold=settings.refine_threshold or None,
         device=settings.device,
         precision=settings.precision,
         colorspace=_text(settings.plate_colorspace) or colorspace,

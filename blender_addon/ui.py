@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import logic
 from .howard_hostboot import BootError, load_hostcli
@@ -63,8 +63,13 @@ class HOWARD_Settings(bpy.types.PropertyGroup):
                           description="Installed weights name (howard weights list) or checkpoint file; empty: default")
     preset: EnumProperty(name="Preset", items=logic.PRESET_ITEMS, default="DEFAULT")
     refine_mode: EnumProperty(name="Refine", items=logic.REFINE_ITEMS, default="DEFAULT")
+    backbone_scale: FloatProperty(name="Backbone scale", min=0.0, max=1.0, default=0.0,
+                                  description="Resolution of the coarse pass (0.25 HD, 0.125 4K; 0: the preset's)")
     sample_pixels: IntProperty(name="Sample pixels", min=0, default=0,
                                description="Pixels refined per frame in sampling mode (0: default)")
+    refine_threshold: FloatProperty(name="Refine threshold", min=0.0, max=1.0, default=0.0,
+                                    description="Error above which a patch is refined in thresholding mode "
+                                                "(0: default, 0.1)")
     device: EnumProperty(name="Device", items=logic.DEVICE_ITEMS, default="auto")
     precision: EnumProperty(name="Precision", items=logic.PRECISION_ITEMS, default="auto")
     plate_colorspace: StringProperty(
@@ -518,38 +523,29 @@ class HOWARD_PT_panel(bpy.types.Panel):
         layout.prop(settings, "frames")
         if settings.frames == "CUSTOM":
             layout.prop(settings, "frame_range")
-        col = layout.column(heading="Network")
-        col.prop(settings, "model")
-        col.prop(settings, "preset")
-        col.prop(settings, "refine_mode")
-        if settings.refine_mode in ("DEFAULT", "sampling"):
-            col.prop(settings, "sample_pixels")
-        col.prop(settings, "device")
-        col.prop(settings, "precision")
-        col = layout.column(heading="Colour")
-        col.prop(settings, "plate_colorspace")
-        col.prop(settings, "clean_colorspace")
-        col = layout.column(heading="Job")
-        col.prop(settings, "extra_layers")
-        col.prop(settings, "locked_off")
-        col.prop(settings, "hold_missing")
-        col.prop(settings, "resume")
-        col.prop(settings, "at_scene_start")
-        col.prop(settings, "wire_output")
-        col.prop(settings, "use_howard_rgba")
-        col = layout.column(heading="Farm")
-        col.prop(settings, "farm")
-        if settings.farm == "dask":
-            col.prop(settings, "farm_address")
-        elif settings.farm != "LOCAL":
-            col.prop(settings, "farm_path")
-        if settings.farm != "LOCAL":
-            col.prop(settings, "farm_chunk")
+        for heading, names in _panel_columns(settings):
+            col = layout.column(heading=heading)
+            for name in names:
+                col.prop(settings, name)
         running = bool(_RUNNING)
         layout.operator(HOWARD_OT_pull_matte.bl_idname, text="Pulling... (Esc cancels)" if running else "Pull Matte",
                         icon="IMAGE_ALPHA")
         if settings.status:
             layout.label(text=settings.status)
+
+
+def _panel_columns(settings):
+    """(heading, property names) for the panel's columns; a property shows where it applies."""
+    mode, farm = settings.refine_mode, settings.farm
+    network = ["model", "preset", "backbone_scale", "refine_mode"]
+    network += ["sample_pixels"] if mode in ("DEFAULT", "sampling") else []
+    network += ["refine_threshold"] if mode == "thresholding" else []
+    farm_props = ["farm"] + (["farm_address"] if farm == "dask" else ["farm_path"] if farm != "LOCAL" else [])
+    farm_props += ["farm_chunk"] if farm != "LOCAL" else []
+    return (("Network", network + ["device", "precision"]), ("Colour", ["plate_colorspace", "clean_colorspace"]),
+            ("Job", ["extra_layers", "locked_off", "hold_missing", "resume", "at_scene_start", "wire_output",
+                     "use_howard_rgba"]),
+            ("Farm", farm_props))
 
 
 CLASSES = (HOWARD_AddonPreferences, HOWARD_Settings, HOWARD_OT_pull_matte, HOWARD_PT_panel)

@@ -22,27 +22,12 @@ import sys
 import time
 
 from howard_core.errors import HowardError
-
-UNTRAINED_NOTE = ("the bundled default weights are missing from this install, so an UNTRAINED stand-in ran: the "
-                  "alpha is meaningless. Reinstall howard-core, or install the official BGMv2 weights for real "
-                  "mattes: `howard weights install pytorch_resnet50.pth`, then `--model resnet50`")
-DEMO_NOTE = ("the default weights are Howard's demo model, trained on synthetic data only; for production mattes "
-             "install the official BGMv2 weights: `howard weights install pytorch_resnet50.pth`, then "
-             "`--model resnet50`")
-
-
-def _weights_notice(model: dict) -> tuple[str, str] | None:
-    """(level, text) saying what the default weights are, or None for weights the user chose.
-    `model` is the report's "model" record (trained, demo)."""
-    if not model.get("trained", True):
-        return "warning", UNTRAINED_NOTE
-    if model.get("demo"):
-        return "note", DEMO_NOTE
-    return None
+from howard_core.events import weights_notice
+from howard_core.settings import MatteSettings
 
 
 def _print_weights_notice(model: dict, stream) -> None:
-    notice = _weights_notice(model)
+    notice = weights_notice(model)
     if notice:
         print(f"howard: {notice[0]}: {notice[1]}", file=stream)
 
@@ -140,65 +125,8 @@ def _with_weights_notice(progress):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _add_output_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [
-        p.add_argument("--format", choices=["exr", "png", "alpha", "prores"], help="output kind (default: from -o)"),
-        p.add_argument("--layers", help="extra EXR layers, comma list of fg,err,ref,bg"),
-        p.add_argument("--compression", help="EXR codec: none, rle, zips, zip (default), piz, pxr24, or lossy b44, "
-                       "b44a (alpha too), dwaa, dwab (colour only); PNG: zlib level 0-9 (default 1, 9 smallest)"),
-    ]
-
-
-def _add_matte_options(p: argparse.ArgumentParser) -> list[argparse.Action]:
-    """The matte options, defined once: `howard matte` parses them and the farm commands pass on the
-    ones the user set (`_options_argv`), so a farm chunk runs exactly what the CLI would."""
-    return [
-        p.add_argument("--frames", help="frame range, e.g. 1001-1100, 1001-1100x2 or 1,5,7-9 (default: all)"),
-        p.add_argument("--model", help="checkpoint file or installed weights name (default: bundled weights)"),
-        p.add_argument("--preset", choices=["hd", "4k"], help="published settings for HD or 4K plates"),
-        p.add_argument("--backbone-scale", type=float, help="resolution of the coarse pass (default 0.25)"),
-        p.add_argument("--refine-mode", choices=["sampling", "thresholding", "full"]),
-        p.add_argument("--sample-pixels", type=int, help="pixels refined per frame in sampling mode (default 80000)"),
-        p.add_argument("--refine-threshold", type=float, help="error threshold in thresholding mode (default 0.1)"),
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N"),
-        p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"]),
-        p.add_argument("--colorspace",
-                       help="plate colour space: linear, srgb or any OCIO name (default: by file type)"),
-        p.add_argument("--clean-colorspace", help="clean-plate colour space (default: the plate's, by file type)"),
-        p.add_argument("--ocio-config", help="OCIO config file (default: $OCIO, else the built-in studio config)"),
-        p.add_argument("--missing", default="error", choices=["error", "hold"], help="what to do with a missing frame"),
-        p.add_argument("--window", type=int, default=2, help="clean-plate candidates each side of the mapped frame"),
-        p.add_argument("--clean-offset", type=float, help="clean-plate frame for plate frame 0 of the clip"),
-        p.add_argument("--clean-scale", type=float, help="clean-plate frames per plate frame"),
-        p.add_argument("--no-align", action="store_true", help="the clean plate already lines up (locked-off)"),
-        p.add_argument("--batch-size", type=int, default=1),
-        p.add_argument("--threads", type=int, help="CPU threads for inference (default: all cores but one)"),
-        p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"]),
-    ]
-
-
-# Set per chunk by the farm engines themselves, never passed on from the user's command line.
-_FARM_SETS = {"frames", "progress"}
-
-
-def _options_argv(args, actions: list[argparse.Action], path_map=None) -> list[str]:
-    """`howard matte` flags for every option in `actions` the user set to other than its default;
-    `path_map` rewrites the ones naming files (farm.jobs.FILE_OPTIONS) for the farm's mounts."""
-    from howard_core.farm.jobs import FILE_OPTIONS
-
-    argv: list[str] = []
-    for action in actions:
-        value = getattr(args, action.dest)
-        if action.dest in _FARM_SETS or value is None or value == action.default:
-            continue
-        flag = max(action.option_strings, key=len)
-        if action.nargs == 0:
-            argv.append(flag)
-            continue
-        if action.dest in FILE_OPTIONS and path_map is not None:
-            value = path_map.file_option(value)
-        argv += [flag, str(value)]
-    return argv
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
 
 
 def _security(args):
@@ -219,7 +147,6 @@ def cmd_matte(args) -> int:
 
     import_in_background("howard_core.model")  # torch, the slowest import, alongside the I/O modules
     from howard_core import matte
-    from howard_core.io import parse_frames
 
     if args.cluster is None and args.chunk_size is not None:
         raise HowardError("--chunk-size splits a --cluster job; give --cluster local:N or a scheduler address too")
@@ -229,29 +156,17 @@ def cmd_matte(args) -> int:
 
         farm = {"cluster": args.cluster, "chunk_size": args.chunk_size, "security": _security(args),
                 "path_map": PathMap.parse(args.path_map)}
-    layers = [x for x in (args.layers or "").split(",") if x]
-    report = matte(args.plate, args.clean_plate, args.output, frames=parse_frames(args.frames) if args.frames else None,
-          kind=args.format, layers=layers, compression=args.compression, model=args.model, preset=args.preset,
-          backbone_scale=args.backbone_scale, refine_mode=args.refine_mode, sample_pixels=args.sample_pixels,
-          refine_threshold=args.refine_threshold,
-          device=args.device, precision=args.precision, colorspace=args.colorspace,
-          clean_colorspace=args.clean_colorspace, ocio_config=args.ocio_config, missing=args.missing,
-          resume=args.resume, align=not args.no_align, window=args.window, clean_offset=args.clean_offset,
-          clean_scale=args.clean_scale, batch_size=args.batch_size, threads=args.threads, report=args.report,
-          progress=_with_weights_notice(_progress(args.progress)), **farm)
+    report = matte(args.plate, args.clean_plate, args.output, MatteSettings.from_namespace(args),
+                   report=args.report, progress=_with_weights_notice(_progress(args.progress)), **farm)
     warn_alignment_fallbacks(report)
     return 0
 
 
 def cmd_align(args) -> int:
-    from howard_core.align.run import align_clip
-    from howard_core.io import parse_frames
+    from howard_core.clean_plate import OPTIONS, align_clip
 
-    frames = parse_frames(args.frames) if args.frames else None
-    report = align_clip(args.plate, args.clean_plate, args.output, frames=frames,
-               colorspace=args.colorspace, clean_colorspace=args.clean_colorspace, ocio_config=args.ocio_config,
-               missing=args.missing, window=args.window, clean_offset=args.clean_offset,
-               clean_scale=args.clean_scale, report=args.report, progress=_progress(args.progress))
+    report = align_clip(args.plate, args.clean_plate, args.output, MatteSettings.from_namespace(args, OPTIONS),
+                        report=args.report, progress=_progress(args.progress))
     warn_alignment_fallbacks(report)
     return 0
 
@@ -267,20 +182,10 @@ def cmd_demo(args) -> int:
     print(f"howard demo: report     {report['report']}")
     print(f"howard demo: contact sheet {report['contact_sheet']}")
     print(f"howard demo: {report['frames_done']} frames at {report['timing']['fps']} fps")
-    notice = _weights_notice(report["model"])
+    notice = weights_notice(report["model"])
     if notice:
         print(f"howard demo: NOTE {notice[1]}")
     return 0
-
-
-def _default_weights_info(path) -> dict:
-    if not path.exists():
-        return {"path": None, "note": UNTRAINED_NOTE}
-    card = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
-    ev = card.get("evaluation", {})
-    return {"path": str(path), "name": card.get("name"), "note": DEMO_NOTE, "what_it_is": card.get("what_it_is"),
-            "trained_steps": {k: v["steps"] for k, v in card.get("training", {}).items() if isinstance(v, dict)},
-            "heldout": {"set": ev.get("set"), "model": ev.get("model"), "baseline": ev.get("baseline")}}
 
 
 def cmd_info(args) -> int:
@@ -289,13 +194,13 @@ def cmd_info(args) -> int:
     from howard_core import weights
     from howard_core.model import checkpoint
     from howard_core.model.engine import cpu_supports_bf16
-    from howard_core.pipeline import versions
+    from howard_core.runtime import versions
 
     devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
     bundled = checkpoint.DEFAULT_WEIGHTS
     info = {"versions": versions(), "devices": devices, "cpu_bf16": cpu_supports_bf16(),
             "threads": torch.get_num_threads(),
-            "default_weights": _default_weights_info(bundled),
+            "default_weights": weights.default_weights_info(bundled),
             "weights_dir": str(weights.weights_dir()), "weights": weights.list_weights()}
     print(json.dumps(info, indent=2))
     return 0
@@ -337,31 +242,28 @@ def cmd_weights(args) -> int:
 
 def cmd_export_nuke(args) -> int:
     from howard_core.model import export_torchscript, load_model
-    from howard_core.pipeline import weights_status
-    from howard_core.weights import resolve
+    from howard_core.settings import NETWORK_OPTIONS
+    from howard_core.weights import resolve, weights_status
 
-    model = load_model(resolve(args.model) if args.model else None)
-    settings = {k: v for k, v in (("backbone_scale", args.backbone_scale), ("refine_mode", args.refine_mode),
-                                  ("refine_sample_pixels", args.sample_pixels)) if v is not None}
-    path = export_torchscript(model, args.output, **settings)
+    settings = MatteSettings.from_namespace(args, NETWORK_OPTIONS)
+    model = load_model(resolve(settings.model) if settings.model else None)
+    network = {k: v for k, v in settings.network_settings().items() if v is not None}
+    path = export_torchscript(model, args.output, **network)
     print(f"wrote {path}: 6-channel input (plate RGB, aligned clean-plate RGB, sRGB 0..1) -> "
           f"4-channel output (foreground RGB, alpha); convert it to .cat with Nuke's CatFileCreator")
     _print_weights_notice(weights_status(model), sys.stderr)
     return 0
 
 
-def _farm_job(args, actions, path_map):
+def _farm_job(args, path_map):
     from howard_core.farm import jobs
-    from howard_core.io import parse_frames
 
-    layers = [x for x in (args.layers or "").split(",") if x]
-    clip = jobs.survey(args.plate, args.clean_plate, args.output,
-                       frames=parse_frames(args.frames) if args.frames else None, kind=args.format, layers=layers,
-                       compression=args.compression, colorspace=args.colorspace, ocio_config=args.ocio_config,
-                       missing=args.missing)
+    settings = MatteSettings.from_namespace(args)
+    clip = jobs.survey(args.plate, args.clean_plate, args.output, settings)
     size = jobs.chunk_size_for(args.chunk_size, len(clip.frames), args.workers_hint)
+    argv = settings.to_argv(skip=MatteSettings.farm_sets(), file_option=path_map.file_option)
     spec = jobs.FarmJob(plate=path_map(args.plate), clean_plate=path_map(args.clean_plate),
-                        output=path_map(args.output), options=tuple(_options_argv(args, actions, path_map)),
+                        output=path_map(args.output), options=tuple(argv),
                         frames=clip.frames, chunks=jobs.split_chunks(clip.frames, size),
                         report_folder=path_map(clip.folder / jobs.REPORT_FOLDER),
                         merged_report=path_map(args.report or clip.merged_report),
@@ -372,7 +274,7 @@ def _farm_job(args, actions, path_map):
 def cmd_farm(args) -> int:
     from howard_core.farm import jobs
 
-    spec, size = _farm_job(args, args.option_actions, jobs.PathMap.parse(args.path_map))
+    spec, size = _farm_job(args, jobs.PathMap.parse(args.path_map))
     name = args.name or f"howard-{os.path.basename(args.plate).split('.')[0] or 'matte'}"
     if args.engine == "openjd":
         from howard_core.farm import openjd_bundle
@@ -401,7 +303,7 @@ def cmd_merge_reports(args) -> int:
     from pathlib import Path
 
     from howard_core.farm import jobs
-    from howard_core.io import parse_frames
+    from howard_core.settings import parse_frames
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -430,7 +332,7 @@ def _add_farm_parser(sub) -> None:
         p.add_argument("clean_plate")
         p.add_argument("-o", "--output", required=True, help="output pattern or folder, as the farm nodes see it "
                        "after --path-map")
-        actions = _add_output_options(p) + _add_matte_options(p)
+        MatteSettings.add_arguments(p)
         p.add_argument("--report", help="the merged report's path (default: beside the outputs)")
         p.add_argument("--chunk-size", type=int, help="frames per task (default: about two chunks per node)")
         p.add_argument("--workers-hint", type=int, default=10, help="nodes expected, for the default chunk size")
@@ -447,7 +349,8 @@ def _add_farm_parser(sub) -> None:
             p.add_argument("--shot")
             p.add_argument("--user")
             p.add_argument("--no-submit", action="store_true", help="only write the outline, even with a Cuebot")
-        p.set_defaults(func=cmd_farm, option_actions=actions)
+        _add_progress(p)  # accepted for a command line shared with `howard matte`; chunks set their own
+        p.set_defaults(func=cmd_farm)
     p = engines.add_parser("merge-reports", help="one report from a farm job's chunk reports")
     p.add_argument("folder", help="the folder of chunk reports (howard_report.*.json)")
     p.add_argument("-o", "--output", required=True, help="merged report path")
@@ -480,6 +383,9 @@ def cmd_eval(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from howard_core.clean_plate import OPTIONS as ALIGN_OPTIONS
+    from howard_core.settings import NETWORK_OPTIONS
+
     ap = argparse.ArgumentParser(prog="howard", description="Background matting from a plate and a clean plate.")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -487,10 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plate", help="plate: plate.####.exr, plate.%%04d.dpx, a folder, a movie or a still")
     p.add_argument("clean_plate", help="clean plate: sequence, movie or a single still")
     p.add_argument("-o", "--output", required=True, help="output pattern, file or folder")
-    _add_output_options(p)
-    p.add_argument("--resume", action="store_true", help="skip frames whose outputs are already complete")
+    MatteSettings.add_arguments(p)
     p.add_argument("--report", help="run report JSON path (default: beside the outputs)")
-    _add_matte_options(p)
+    _add_progress(p)
     p.add_argument("--cluster", help="run on Dask: local:N (N worker processes here), tcp://HOST:8786 or "
                    "tls://HOST:8786 (a running scheduler) or a scheduler file")
     p.add_argument("--chunk-size", type=int, help="frames per Dask task (default: about two chunks per worker)")
@@ -507,12 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("clean_plate")
     p.add_argument("-o", "--output", required=True, help="output pattern or folder (EXR in the plate's space)")
     p.add_argument("--report", help="QC JSON path (default: beside the outputs)")
-    for flag in ("--frames", "--colorspace", "--clean-colorspace", "--ocio-config", "--clean-offset",
-                 "--clean-scale"):
-        p.add_argument(flag, type=float if flag in ("--clean-offset", "--clean-scale") else str)
-    p.add_argument("--missing", default="error", choices=["error", "hold"])
-    p.add_argument("--window", type=int, default=2)
-    p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
+    MatteSettings.add_arguments(p, ALIGN_OPTIONS)
+    _add_progress(p)
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("demo", help="run the main job on a generated shot (nothing downloaded)")
@@ -520,9 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=960)
     p.add_argument("--height", type=int, default=540)
     p.add_argument("--frames", type=int, default=12)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--progress", default="auto", choices=["auto", "bar", "json", "none"])
+    MatteSettings.add_arguments(p, ("device", "precision"))
+    _add_progress(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("info", help="versions, devices and weights as JSON")
@@ -537,10 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-nuke", help="TorchScript file for Nuke's Inference node")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--model")
-    p.add_argument("--backbone-scale", type=float)
-    p.add_argument("--refine-mode", choices=["sampling", "thresholding", "full"])
-    p.add_argument("--sample-pixels", type=int)
+    MatteSettings.add_arguments(p, NETWORK_OPTIONS)
     p.set_defaults(func=cmd_export_nuke)
 
     for name, func, text in (("bench", cmd_bench, "benchmarks printing JSON"),

@@ -5,7 +5,7 @@ usually cannot import torch) and turn its output into progress, errors and a mat
 sequence to load back. Everything here is the Python standard library only, so a host can
 use this file even where the rest of `howard_core` cannot be imported:
 
-    argv = matte_command(plate, clean_plate, out_folder, MatteOptions(preset="hd"))
+    argv = matte_command(plate, clean_plate, out_folder, MatteSettings(preset="hd"))
     job = Job(argv).start()
     while not job.finished:           # a host polls from a timer or a worker thread
         for event in job.poll(): ...  # "start" / "frame" / "done" dicts, as the CLI prints them
@@ -18,7 +18,7 @@ use this file even where the rest of `howard_core` cannot be imported:
 from __future__ import annotations
 
 import collections
-import dataclasses
+import importlib.util
 import json
 import os
 import queue
@@ -33,14 +33,31 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The `howard matte` choices (howard_core.cli); tests check they stay in step with the parser.
-PRESETS = ("hd", "4k")
-REFINE_MODES = ("sampling", "thresholding", "full")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-FORMATS = ("exr", "png", "alpha", "prores")
-MISSING = ("error", "hold")
-LAYERS = ("fg", "err", "ref", "bg")
-EVENTS = ("start", "frame", "done")
+
+def _kit_module(name: str):
+    """A module of the host kit beside this file (`settings`, `events`, standard library only): imported
+    as part of howard_core where this file is, else (loaded by path inside a host's Python, see
+    howard_hostboot) loaded by path the same way."""
+    if __package__:
+        return importlib.import_module(f"{__package__}.{name}")
+    full = f"howard_hostkit_{name}"
+    if full not in sys.modules:
+        spec = importlib.util.spec_from_file_location(full, str(Path(__file__).with_name(f"{name}.py")))
+        if spec is None or spec.loader is None:
+            raise ImportError(f"Howard's host kit is incomplete: {name}.py is missing beside {__file__}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[full] = module  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(module)
+    return sys.modules[full]
+
+
+settings = _kit_module("settings")
+events = _kit_module("events")
+MatteSettings = settings.MatteSettings
+# The vocabulary hosts show and check against, defined once in settings and events.
+PRESETS, REFINE_MODES, PRECISIONS = settings.PRESETS, settings.REFINE_MODES, settings.PRECISIONS
+FORMATS, MISSING, LAYERS = settings.FORMATS, settings.MISSING, settings.LAYERS
+EVENTS = events.EVENTS
 
 # A killed job keeps every finished frame (they are renamed into place), so stopping is safe.
 CANCEL_GRACE_S = 10.0
@@ -52,104 +69,14 @@ _TOKEN = re.compile(r"#+|@+|%(0?\d*)d")
 _NUMBERED = re.compile(r"^(.*?)(\d+)(\.[A-Za-z0-9]+)$")
 
 
-class HostError(Exception):
-    """A failure a host shows to its user as one line (no traceback)."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+# A failure a host shows to its user as one line (no traceback): a bad option (raised by
+# MatteSettings itself) or anything else the kit refuses.
+HostError = settings.SettingsError
 
 
 # ---------------------------------------------------------------------------------------------------
 # building command lines
 # ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class MatteOptions:
-    """The `howard matte` options a host exposes; None / defaults are left to the CLI."""
-
-    frames: str | None = None
-    model: str | None = None
-    preset: str | None = None
-    backbone_scale: float | None = None
-    refine_mode: str | None = None
-    sample_pixels: int | None = None
-    refine_threshold: float | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    colorspace: str | None = None
-    clean_colorspace: str | None = None
-    ocio_config: str | None = None
-    missing: str = "error"
-    align: bool = True
-    window: int | None = None
-    clean_offset: float | None = None
-    clean_scale: float | None = None
-    batch_size: int | None = None
-    layers: tuple[str, ...] = ()
-    format: str | None = None
-    resume: bool = False
-    report: str | None = None
-
-    def validate(self) -> None:
-        """Raise HostError for a value the CLI would refuse, before a process is started."""
-        for name, value, allowed in (("preset", self.preset, PRESETS), ("refine mode", self.refine_mode, REFINE_MODES),
-                                     ("precision", self.precision, PRECISIONS), ("format", self.format, FORMATS),
-                                     ("missing", self.missing, MISSING)):
-            if value is not None and value not in allowed:
-                raise HostError(f"{name} {value!r} is not one of {', '.join(allowed)}")
-        unknown = [x for x in self.layers if x not in LAYERS]
-        if unknown:
-            raise HostError(f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(LAYERS)}")
-        for name, value in (("sample pixels", self.sample_pixels), ("batch size", self.batch_size),
-                            ("window", self.window)):
-            if value is not None and int(value) < (0 if name == "window" else 1):
-                raise HostError(f"{name} must be {'0 or more' if name == 'window' else 'at least 1'}, got {value}")
-        if self.frames is not None and not re.fullmatch(r"[\d,\-x ]+", str(self.frames)):
-            raise HostError(f"frame range {self.frames!r}: use forms like 1001-1100, 1001-1100x2 or 1,5,7-9")
-
-    def to_args(self) -> list[str]:
-        self.validate()
-        args: list[str] = []
-
-        def opt(flag: str, value) -> None:
-            if value is not None and str(value).strip() != "":
-                args.extend([flag, str(value).strip() if isinstance(value, str) else _number(value)])
-
-        opt("--frames", self.frames)
-        opt("--model", self.model)
-        opt("--preset", self.preset)
-        opt("--backbone-scale", self.backbone_scale)
-        opt("--refine-mode", self.refine_mode)
-        opt("--sample-pixels", self.sample_pixels)
-        opt("--refine-threshold", self.refine_threshold)
-        opt("--device", self.device or "auto")
-        opt("--precision", self.precision or "auto")
-        opt("--colorspace", self.colorspace)
-        opt("--clean-colorspace", self.clean_colorspace)
-        opt("--ocio-config", self.ocio_config)
-        opt("--missing", self.missing or "error")
-        opt("--window", self.window)
-        opt("--clean-offset", self.clean_offset)
-        opt("--clean-scale", self.clean_scale)
-        opt("--batch-size", self.batch_size)
-        opt("--format", self.format)
-        if self.layers:
-            args.extend(["--layers", ",".join(self.layers)])
-        if not self.align:
-            args.append("--no-align")
-        if self.resume:
-            args.append("--resume")
-        opt("--report", self.report)
-        return args
-
-
-def _number(value) -> str:
-    if isinstance(value, bool):
-        raise HostError(f"expected a number, got {value!r}")
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value)) if abs(value) < 1e15 else repr(value)
-    return str(value)
 
 
 def resolve_runner(cli: str | None = None, python: str | None = None, environ=None, which=shutil.which) -> list[str]:
@@ -181,10 +108,11 @@ def _absolute(path, cwd) -> str:
     return os.path.normpath(path if os.path.isabs(path) else os.path.join(cwd or os.getcwd(), path))
 
 
-def matte_command(plate, clean_plate, output, options: MatteOptions | None = None, runner: list[str] | None = None,
-                  cwd=None) -> list[str]:
+def matte_command(plate, clean_plate, output, options: MatteSettings | None = None, runner: list[str] | None = None,
+                  cwd=None, report: str | None = None) -> list[str]:
     """argv for `howard matte` with JSON progress; paths are made absolute (against `cwd`)
-    so the events name files the host can open whatever the job's working folder."""
+    so the events name files the host can open whatever the job's working folder. `options`:
+    the job's MatteSettings (validated when made); `report`: the run report's path."""
     for name, value in (("plate", plate), ("clean plate", clean_plate), ("output", output)):
         if value is None or not str(value).strip():
             raise HostError(f"no {name} given; set the {name} path")
@@ -193,7 +121,9 @@ def matte_command(plate, clean_plate, output, options: MatteOptions | None = Non
     output_arg = _absolute(out, cwd)  # normalised: no trailing separator
     if folder_like and not output_arg.endswith(os.sep):
         output_arg += os.sep  # Howard reads a trailing separator as "this is a folder"
-    args = (options or MatteOptions()).to_args()
+    args = (options or MatteSettings()).to_argv()
+    if report is not None and str(report).strip():
+        args += ["--report", str(report).strip()]
     return [*(runner or resolve_runner()), "matte", _absolute(str(plate).strip(), cwd),
             _absolute(str(clean_plate).strip(), cwd), "-o", output_arg, *args, "--progress", "json"]
 
@@ -229,15 +159,14 @@ class FarmTarget:
             raise HostError(f"chunk size must be at least 1, got {self.chunk_size}")
 
 
-def farm_command(plate, clean_plate, output, options: MatteOptions | None, target: FarmTarget,
-                 runner: list[str] | None = None, cwd=None) -> list[str]:
+def farm_command(plate, clean_plate, output, options: MatteSettings | None, target: FarmTarget,
+                 runner: list[str] | None = None, cwd=None, report: str | None = None) -> list[str]:
     """argv that sends a matte job to a farm: `howard matte --cluster` for Dask (JSON progress, run it
     as a Job), `howard farm openjd|opencue` for the others (it writes, or submits, the job and exits)."""
     target.validate()
-    options = options or MatteOptions()
-    if options.resume:
-        options = dataclasses.replace(options, resume=False)  # farm chunks always resume
-    argv = matte_command(plate, clean_plate, output, options, runner=runner, cwd=cwd)
+    # Farm chunks always resume.
+    options = (options or MatteSettings()).replace(resume=False)
+    argv = matte_command(plate, clean_plate, output, options, runner=runner, cwd=cwd, report=report)
     extra = ["--chunk-size", str(int(target.chunk_size))] if target.chunk_size else []
     for rule in target.path_map:
         extra += ["--path-map", str(rule)]
@@ -250,36 +179,28 @@ def farm_command(plate, clean_plate, output, options: MatteOptions | None, targe
             *extra]
 
 
-def pull_command(plate, clean_plate, folder, options: MatteOptions | None = None, target: FarmTarget | None = None,
+def pull_command(plate, clean_plate, folder, options: MatteSettings | None = None, target: FarmTarget | None = None,
                  runner: list[str] | None = None, cwd=None) -> tuple[list[str], str | None]:
     """(argv, farm report) for a host's Pull into `folder`: `howard matte` here (target None), or
     through a farm (`farm_command`). An OpenJD or OpenCue job runs elsewhere; the report it writes
     when every chunk and the merge are done (`farm_report_path`) is returned as the sign to load
     its mattes, else None (the job's own events say when it is done)."""
-    options = options or MatteOptions()
     output = os.path.join(os.fspath(folder), "")  # a trailing separator: Howard reads it as a folder
     if target is None:
         return matte_command(plate, clean_plate, output, options, runner=runner, cwd=cwd), None
     report = farm_report_path(folder) if target.kind != "dask" else None
-    if report is not None:
-        options = dataclasses.replace(options, report=report)
-    return farm_command(plate, clean_plate, output, options, target, runner=runner, cwd=cwd), report
+    return farm_command(plate, clean_plate, output, options, target, runner=runner, cwd=cwd, report=report), report
 
 
-def export_nuke_command(output, model: str | None = None, backbone_scale: float | None = None,
-                        refine_mode: str | None = None, sample_pixels: int | None = None,
-                        runner: list[str] | None = None, cwd=None) -> list[str]:
-    """argv for `howard export-nuke` (TorchScript for Nuke's Inference node)."""
+def export_nuke_command(output, options: MatteSettings | None = None, runner: list[str] | None = None,
+                        cwd=None) -> list[str]:
+    """argv for `howard export-nuke` (TorchScript for Nuke's Inference node): the file, and the
+    network options of `options` (`settings.NETWORK_OPTIONS`; the others do not apply)."""
     if output is None or not str(output).strip():
         raise HostError("no output file given for the TorchScript export")
-    if refine_mode is not None and refine_mode not in REFINE_MODES:
-        raise HostError(f"refine mode {refine_mode!r} is not one of {', '.join(REFINE_MODES)}")
-    argv = [*(runner or resolve_runner()), "export-nuke", "-o", _absolute(str(output).strip(), cwd)]
-    for flag, value in (("--model", model), ("--backbone-scale", backbone_scale), ("--refine-mode", refine_mode),
-                        ("--sample-pixels", sample_pixels)):
-        if value is not None and str(value).strip() != "":
-            argv += [flag, str(value).strip() if isinstance(value, str) else _number(value)]
-    return argv
+    skip = [name for name in MatteSettings.names() if name not in settings.NETWORK_OPTIONS]
+    return [*(runner or resolve_runner()), "export-nuke", "-o", _absolute(str(output).strip(), cwd),
+            *(options or MatteSettings()).to_argv(skip=skip)]
 
 
 def format_command(argv: list[str]) -> str:
@@ -357,34 +278,28 @@ class Progress:
         self.last_reason: str | None = None
 
     def feed(self, event: dict) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            self.total = int(event.get("total") or 0)
-            self.skipped = int(event.get("skipped") or 0)
-            self.output = event.get("output") or self.output
-            if not (event.get("model") or {}).get("trained", True):
-                self.warnings.append("Howard ran with UNTRAINED stand-in weights, so the alpha is meaningless; install "
-                                     "the official BGMv2 weights (howard weights install) and pick that model")
-            elif (event.get("model") or {}).get("demo"):
-                self.warnings.append("Howard used its demo weights, trained on synthetic data only; for production "
-                                     "mattes install the official BGMv2 weights (howard weights install) and pick "
-                                     "that model")
-        elif kind == "frame":
-            self.frame = event.get("frame")
-            self.done = int(event.get("done") or self.done)
-            self.total = int(event.get("total") or self.total)
-            self.fps = event.get("fps")
-            self.eta_s = event.get("eta_s")
-            if event.get("flagged") and self.frame is not None and self.frame not in self.flagged:
+        typed = events.parse(event)
+        if isinstance(typed, events.Start):
+            self.total, self.skipped = typed.total, typed.skipped
+            self.output = typed.output or self.output
+            notice = events.weights_notice(typed.model)
+            if notice:
+                self.warnings.append(f"Howard {notice[0]}: {notice[1]}")
+        elif isinstance(typed, events.Frame):
+            self.frame = typed.frame
+            self.done = typed.done or self.done
+            self.total = typed.total or self.total
+            self.fps, self.eta_s = typed.fps, typed.eta_s
+            if typed.flagged and self.frame not in self.flagged:
                 self.flagged.append(self.frame)
-                self.last_reason = event.get("reason")
-        elif kind == "done":
+                self.last_reason = typed.reason
+        elif isinstance(typed, events.Done):
             self.finished = True
-            self.done = int(event.get("done") or self.done)
-            self.total = int(event.get("total") or self.total)
-            self.output = event.get("output") or self.output
-            self.report = event.get("report") or self.report
-            self.flagged = sorted(set(self.flagged) | set(event.get("flagged_frames") or []))
+            self.done = typed.done or self.done
+            self.total = typed.total or self.total
+            self.output = typed.output or self.output
+            self.report = typed.report or self.report
+            self.flagged = sorted(set(self.flagged) | set(typed.flagged_frames))
 
     @property
     def fraction(self) -> float:

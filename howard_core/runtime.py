@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import importlib.metadata
 import math
 import os
+import platform
 import sys
 import threading
 
@@ -162,3 +164,28 @@ class CpuBudget:
                 "other_stages_cpu_s_per_frame": None if self.others_s is None else round(self.others_s, 3),
                 "frame_period_s": None if self.period_s is None else round(self.period_s, 3),
                 "openmp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+
+def versions() -> dict:
+    """Versions of Howard and the libraries it runs on, for reports and `howard info`."""
+    import cv2
+    import numpy as np
+    import OpenImageIO
+    import torch
+
+    import howard_core
+
+    return {"howard": howard_core.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "opencv": cv2.__version__, "openimageio": OpenImageIO.__version__,
+            "opencolorio": _version("PyOpenColorIO", "opencolorio"), "av": _version("av", "av")}
+
+
+def _version(module: str, dist: str) -> str | None:
+    # From the installed package's metadata unless already imported: importing PyAV only to name its
+    # version loads FFmpeg (16 MB resident) at the end of runs that read no movie.
+    if module in sys.modules:
+        return getattr(sys.modules[module], "__version__", None)
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -153,3 +153,48 @@ def resolve(model: str | os.PathLike) -> Path:
     names = ", ".join(sorted(installed())) or "none installed"
     raise HowardError(f"model {model!r} is neither a file nor an installed weights name ({names}); "
                       f"see `howard weights list`, or get the official files from {SOURCE_PAGE}")
+
+
+# -- loaded models -------------------------------------------------------------------------------------
+
+
+def resolve_model(model):
+    """A loaded network for `model`: None (the bundled default), a checkpoint path, an installed
+    weights name, or a network already loaded (returned as it is)."""
+    from howard_core.model import load_model
+    from howard_core.model.network import MattingBase
+
+    if isinstance(model, MattingBase):
+        return model
+    if model is None:
+        return load_model()
+    return load_model(resolve(model))
+
+
+def weights_status(net) -> dict:
+    """{"trained", "demo"} of a loaded model: False for the untrained stand-in, True for Howard's demo weights."""
+    meta = getattr(net, "howard_meta", {})
+    return {"trained": meta.get("trained", True), "demo": bool(meta.get("meta", {}).get("demo"))}
+
+
+def model_info(net, matter) -> dict:
+    """The run report's and start event's "model" record: what was loaded and how it runs."""
+    meta = dict(getattr(net, "howard_meta", {}))
+    return {"backbone": meta.get("backbone", getattr(net, "backbone_name", None)), "kind": meta.get("kind"),
+            "format": meta.get("format"), "source": meta.get("source"), "sha256": meta.get("sha256"),
+            **weights_status(net), "settings": dict(matter.settings)}
+
+
+def default_weights_info(path: Path) -> dict:
+    """What `howard info` says of the bundled default weights at `path`, from its model card (the
+    JSON beside it): name, what it is, training steps, held-out figures and the note runs print."""
+    from howard_core.events import DEMO_NOTE, UNTRAINED_NOTE
+
+    if not path.exists():
+        return {"path": None, "note": UNTRAINED_NOTE}
+    card_path = path.with_suffix(".json")
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    ev = card.get("evaluation", {})
+    return {"path": str(path), "name": card.get("name"), "note": DEMO_NOTE, "what_it_is": card.get("what_it_is"),
+            "trained_steps": {k: v["steps"] for k, v in card.get("training", {}).items() if isinstance(v, dict)},
+            "heldout": {"set": ev.get("set"), "model": ev.get("model"), "baseline": ev.get("baseline")}}

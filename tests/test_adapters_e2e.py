@@ -24,7 +24,7 @@ def _howard() -> str:
 
 def test_pull_a_matte_through_the_host_kit(tmp_path):
     plate, clean = make_inputs(tmp_path / "in put", 96, 64, 3, 11)
-    options = hostcli.MatteOptions(device="cpu", precision="fp32", layers=("fg",))
+    options = hostcli.MatteSettings(device="cpu", precision="fp32", layers=("fg",))
     argv = hostcli.matte_command(plate, clean, tmp_path / "matte out", options, runner=[_howard()])
     events, statuses = [], []
     result = hostcli.run(argv, on_event=lambda e, p: (events.append(e), statuses.append((p.fraction, p.status()))),
@@ -52,7 +52,7 @@ def test_pull_a_matte_through_the_host_kit(tmp_path):
 
 def test_a_bad_input_comes_back_as_the_clis_one_line(tmp_path):
     argv = hostcli.matte_command(tmp_path / "no such plate.####.exr", tmp_path / "clean.mov", tmp_path / "out",
-                                 hostcli.MatteOptions(device="cpu"), runner=[_howard()])
+                                 hostcli.MatteSettings(device="cpu"), runner=[_howard()])
     with pytest.raises(hostcli.HostError) as err:
         hostcli.run(argv, poll_interval=0.05)
     message = str(err.value)

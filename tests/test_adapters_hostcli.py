@@ -12,6 +12,7 @@ import pytest
 
 from howard_core import hostcli as h
 from howard_core.cli import build_parser
+from howard_core.settings import MatteSettings, parse_frames
 
 RUNNER = ["/opt/howard env/bin/howard"]
 
@@ -46,19 +47,20 @@ def test_matte_command_makes_paths_absolute_against_cwd(tmp_path):
 
 
 def test_matte_command_maps_every_option_and_the_cli_accepts_them():
-    options = h.MatteOptions(frames="1001-1100x2", model="my weights.pth", preset="4k", backbone_scale=0.125,
+    options = h.MatteSettings(frames="1001-1100x2", model="my weights.pth", preset="4k", backbone_scale=0.125,
                              refine_mode="thresholding", sample_pixels=40000, refine_threshold=0.2, device="cuda:1",
                              precision="fp16", colorspace="ACEScg", clean_colorspace="srgb",
                              ocio_config="/cfg/config.ocio", missing="hold", align=False, window=3, clean_offset=2.0,
-                             clean_scale=0.5, batch_size=2, layers=("fg", "bg"), format="exr", resume=True,
-                             report="/r/report.json")
-    argv = h.matte_command("/p/plate.####.exr", "/p/clean.mov", "/o/", options, runner=RUNNER)
+                             clean_scale=0.5, batch_size=2, layers=("fg", "bg"), format="exr", resume=True)
+    argv = h.matte_command("/p/plate.####.exr", "/p/clean.mov", "/o/", options, runner=RUNNER,
+                           report="/r/report.json")
     args = _matte_parser().parse_args(argv[2:])  # the real `howard matte` parser, nothing run
-    assert args.frames == "1001-1100x2" and args.model == "my weights.pth" and args.preset == "4k"
+    assert parse_frames(args.frames) == parse_frames("1001-1100x2") and args.frames == "1001-1099x2"
+    assert args.model == "my weights.pth" and args.preset == "4k"
     assert args.backbone_scale == 0.125 and args.refine_mode == "thresholding" and args.sample_pixels == 40000
     assert args.refine_threshold == 0.2 and args.device == "cuda:1" and args.precision == "fp16"
     assert args.colorspace == "ACEScg" and args.clean_colorspace == "srgb" and args.ocio_config == "/cfg/config.ocio"
-    assert args.missing == "hold" and args.no_align and args.window == 3
+    assert args.missing == "hold" and args.align is False and args.window == 3
     assert args.clean_offset == 2.0 and args.clean_scale == 0.5 and args.batch_size == 2
     assert args.layers == "fg,bg" and args.format == "exr" and args.resume and args.report == "/r/report.json"
     assert args.progress == "json" and args.output == "/o/"
@@ -69,8 +71,26 @@ def test_default_options_leave_the_cli_defaults():
     args = _matte_parser().parse_args(argv[2:])
     defaults = _matte_parser().parse_args(["a", "b", "-o", "c"])
     for name in ("frames", "model", "preset", "refine_mode", "sample_pixels", "device", "precision", "missing",
-                 "window", "batch_size", "layers", "resume", "no_align", "colorspace"):
+                 "window", "batch_size", "layers", "resume", "align", "colorspace"):
         assert getattr(args, name) == getattr(defaults, name), name
+
+
+def test_every_setting_goes_through_the_host_argv_and_the_cli_to_the_same_settings():
+    """The one definition: whatever MatteSettings a host makes, `howard matte` parses back the same."""
+    changed = {"frames": (1, 2, 3, 9), "format": "png", "layers": ("err", "bg"), "compression": "6",
+               "model": "/m/w.pth", "preset": "hd", "backbone_scale": 0.5, "refine_mode": "full",
+               "sample_pixels": 123, "refine_threshold": 0.3, "device": "cpu", "precision": "bf16",
+               "colorspace": "ACEScg", "clean_colorspace": "srgb", "ocio_config": "/c.ocio", "missing": "hold",
+               "resume": True, "align": False, "window": 0, "clean_offset": 1.5, "clean_scale": 2.0,
+               "batch_size": 3, "threads": 1, "queue_size": 4}
+    assert set(changed) == set(h.MatteSettings.names())  # a new option must be added here, and to the hosts
+    settings = h.MatteSettings(**changed)
+    argv = h.matte_command("/p/plate.####.png", "/p/clean.mov", "/o/", settings, runner=RUNNER)
+    args = _matte_parser().parse_args(argv[2:])
+    assert MatteSettings.from_namespace(args) == settings
+    assert MatteSettings.from_json(settings.to_json()) == settings
+    defaults = _matte_parser().parse_args(["a", "b", "-o", "c"])
+    assert MatteSettings.from_namespace(defaults) == MatteSettings()
 
 
 def test_choices_match_the_cli_parser():
@@ -86,17 +106,17 @@ def test_choices_match_the_cli_parser():
 
 
 @pytest.mark.parametrize("options, words", [
-    (h.MatteOptions(preset="2k"), "preset '2k'"),
-    (h.MatteOptions(refine_mode="smart"), "refine mode 'smart'"),
-    (h.MatteOptions(layers=("fg", "depth")), "unknown layer(s) depth"),
-    (h.MatteOptions(sample_pixels=0), "sample pixels must be at least 1"),
-    (h.MatteOptions(batch_size=-1), "batch size must be at least 1"),
-    (h.MatteOptions(frames="first-last"), "frame range 'first-last'"),
-    (h.MatteOptions(backbone_scale=True), "expected a number"),
+    ({"preset": "2k"}, "preset '2k'"),
+    ({"refine_mode": "smart"}, "refine mode 'smart'"),
+    ({"layers": ("fg", "depth")}, "unknown layer(s) depth"),
+    ({"sample_pixels": 0}, "sample pixels must be at least 1"),
+    ({"batch_size": -1}, "batch size must be at least 1"),
+    ({"frames": "first-last"}, "frame range 'first-last'"),
+    ({"backbone_scale": True}, "expected a number"),
 ])
 def test_bad_options_fail_before_a_process_starts(options, words):
     with pytest.raises(h.HostError) as err:
-        h.matte_command("/p/a.exr", "/p/b.exr", "/o", options, runner=RUNNER)
+        h.matte_command("/p/a.exr", "/p/b.exr", "/o", h.MatteSettings(**options), runner=RUNNER)
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
@@ -106,13 +126,15 @@ def test_missing_paths_are_named():
 
 
 def test_export_nuke_command_is_accepted_by_the_cli(tmp_path):
-    argv = h.export_nuke_command(tmp_path / "my model.pt", model="resnet50", backbone_scale=0.25,
-                                 refine_mode="sampling", sample_pixels=80000, runner=RUNNER)
+    settings = h.MatteSettings(model="resnet50", backbone_scale=0.25, refine_mode="sampling", sample_pixels=80000,
+                               refine_threshold=0.2, preset="hd", window=4)  # the last two do not apply
+    argv = h.export_nuke_command(tmp_path / "my model.pt", settings, runner=RUNNER)
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["export-nuke"]
     args = sub.parse_args(argv[2:])
     assert argv[1] == "export-nuke" and args.output == str(tmp_path / "my model.pt")
     assert (args.model, args.backbone_scale, args.refine_mode, args.sample_pixels) == ("resnet50", 0.25, "sampling",
                                                                                         80000)
+    assert args.refine_threshold == 0.2 and "--preset" not in argv and "--window" not in argv
 
 
 def test_resolve_runner_order(tmp_path):

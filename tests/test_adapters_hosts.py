@@ -18,18 +18,19 @@ import subprocess
 import sys
 import tomllib
 import types
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from adapters import BLENDER_DIR, BUILD, NUKE_DIR  # the adapters as users install them
 
 import howard_core
 from howard_core import hostcli
 from howard_core.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-NUKE_DIR = ROOT / "nuke_plugin"
-BLENDER_DIR = ROOT / "blender_addon"
+
 HOWARD = Path(sys.executable).with_name("howard")
 
 
@@ -53,13 +54,20 @@ def on_path(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------
-# the bootstrap (one file, two copies)
+# the bootstrap (one source, shipped in both adapters)
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_both_adapters_ship_the_same_bootstrap():
+def test_both_adapters_ship_the_same_bootstrap(tmp_path):
     nuke_copy = (NUKE_DIR / "howard_nuke" / "howard_hostboot.py").read_bytes()
-    assert nuke_copy == (BLENDER_DIR / "howard_hostboot.py").read_bytes()
+    assert nuke_copy == (BLENDER_DIR / "howard_hostboot.py").read_bytes() == BUILD.HOSTBOOT.read_bytes()
+    # Only build.py adds it: no adapter folder in the tree carries a copy of its own to drift.
+    assert not list((ROOT / "nuke_plugin").rglob("howard_hostboot.py"))
+    assert not list((ROOT / "blender_addon").rglob("howard_hostboot.py"))
+    for name, inside in (("nuke_plugin", "nuke_plugin/howard_nuke/howard_hostboot.py"),
+                         ("blender_addon", "blender_addon/howard_hostboot.py")):
+        with zipfile.ZipFile(BUILD.adapter_zip(name, tmp_path)) as zf:
+            assert zf.read(inside) == BUILD.HOSTBOOT.read_bytes()
 
 
 def _host_python(code, env, cwd):
@@ -88,8 +96,7 @@ print(howard_hostboot.load_hostcli() is m)
     cannot_import, name, path, command, cached = proc.stdout.strip().splitlines()
     assert cannot_import == "True" and name == "howard_hostcli" and cached == "True"
     assert Path(path).resolve() == Path(hostcli.__file__).resolve()
-    assert command == "howard matte '/a b/p.####.exr' /c.mov -o /o/ --device auto --precision auto --missing error " \
-                      "--progress json"
+    assert command == "howard matte '/a b/p.####.exr' /c.mov -o /o/ --progress json"  # defaults left to Howard
 
 
 def test_bootstrap_without_howard_says_so_in_one_line(tmp_path):
@@ -199,9 +206,56 @@ def test_nuke_knob_values_become_a_valid_command(on_path):
     assert (args.frames, args.model, args.preset, args.refine_mode, args.sample_pixels) == ("1001-1100", "resnet50",
                                                                                           "hd", None, None)
     assert (args.device, args.precision, args.colorspace, args.clean_colorspace) == ("cuda", "fp16", "ACEScg", None)
-    assert args.layers == "fg,err,ref,bg" and args.no_align and args.missing == "hold" and not args.resume
+    assert args.layers == "fg,err,ref,bg" and args.align is False and args.missing == "hold" and not args.resume
     values["frame_range"] = "1010-1020"
-    assert logic.options_from_values(values, hostcli, frames="1001-1100").frames == "1010-1020"
+    assert logic.options_from_values(values, hostcli, frames="1001-1100").frames == tuple(range(1010, 1021))
+
+
+def test_both_hosts_offer_the_settings_options_with_their_choices_and_defaults(on_path, monkeypatch):
+    """The hosts' knobs and properties checked against the one definition, MatteSettings: the same
+    choices, the same defaults, and every network option (threshold and backbone scale included)."""
+    on_path(NUKE_DIR)
+    from howard_nuke import logic as nuke_logic
+
+    settings = hostcli.settings
+    assert nuke_logic.PRESET_CHOICES[1:] == settings.PRESETS and nuke_logic.PRECISION_CHOICES == settings.PRECISIONS
+    assert nuke_logic.REFINE_CHOICES[1:] == settings.REFINE_MODES and nuke_logic.EXTRA_LAYERS == settings.LAYERS
+    knobs = {"preset": "default", "refine_mode": "default", "backbone_scale": 0.0, "sample_pixels": 0,
+             "refine_threshold": 0.0, "device": "auto", "precision": "auto", "plate_colorspace": "",
+             "clean_colorspace": "", "ocio_config": "", "extra_layers": False, "locked_off": False,
+             "hold_missing": False, "resume": False, "frame_range": "", "model": ""}
+    assert nuke_logic.options_from_values(knobs, hostcli) == hostcli.MatteSettings()
+    changed = {**knobs, "preset": "4k", "refine_mode": "thresholding", "backbone_scale": 0.5, "sample_pixels": 9,
+               "refine_threshold": 0.3, "device": "cpu", "precision": "bf16", "plate_colorspace": "ACEScg",
+               "clean_colorspace": "srgb", "ocio_config": "/c.ocio", "extra_layers": True, "locked_off": True,
+               "hold_missing": True, "resume": True, "frame_range": "3-4", "model": "m"}
+    nuke_set = nuke_logic.options_from_values(changed, hostcli)
+
+    on_path(BLENDER_DIR.parent)
+    bpy, props, _ = _bpy_stub()
+    monkeypatch.setitem(sys.modules, "bpy", bpy)
+    monkeypatch.setitem(sys.modules, "bpy.props", props)
+    from blender_addon import logic as blender_logic
+    from blender_addon import ui
+
+    assert tuple(i[0] for i in blender_logic.PRESET_ITEMS[1:]) == settings.PRESETS
+    assert tuple(i[0] for i in blender_logic.REFINE_ITEMS[1:]) == settings.REFINE_MODES
+    assert tuple(i[0] for i in blender_logic.PRECISION_ITEMS) == settings.PRECISIONS
+    panel = _settings_from_annotations(ui.HOWARD_Settings)
+    panel.extra_layers = False
+    assert blender_logic.options_from_settings(panel, hostcli) == hostcli.MatteSettings()
+    for name in ("preset", "refine_mode", "backbone_scale", "sample_pixels", "refine_threshold", "device",
+                 "precision", "plate_colorspace", "clean_colorspace", "extra_layers", "locked_off", "hold_missing",
+                 "resume", "model"):
+        setattr(panel, name, changed[name])
+    blender_set = blender_logic.options_from_settings(panel, hostcli, frames="3-4")
+    # Both hosts expose the same options; what neither does is left to Howard's defaults.
+    differs = {n for n in hostcli.MatteSettings.names() if getattr(nuke_set, n) != getattr(hostcli.MatteSettings(), n)}
+    assert differs == {n for n in hostcli.MatteSettings.names()
+                       if getattr(blender_set, n) != getattr(hostcli.MatteSettings(), n)} | {"ocio_config"}
+    assert {"backbone_scale", "refine_threshold", "sample_pixels", "preset", "refine_mode"} <= differs
+    assert differs.isdisjoint({"format", "compression", "window", "clean_offset", "clean_scale", "batch_size",
+                               "threads", "queue_size"})
 
 
 class _Knob:
@@ -243,7 +297,7 @@ class _Panel:
 def _nuke_stub():
     stub = types.ModuleType("nuke")
     for name in ("Tab_Knob", "String_Knob", "EvalString_Knob", "Text_Knob", "PyScript_Knob", "Enumeration_Knob",
-                 "File_Knob", "Int_Knob", "Boolean_Knob"):
+                 "File_Knob", "Int_Knob", "Double_Knob", "Boolean_Knob"):
         setattr(stub, name, _Knob)
     stub.INVISIBLE = stub.STARTLINE = 0
     return stub
@@ -262,7 +316,7 @@ def test_nuke_node_module_imports_and_its_knobs_are_consistent(on_path, monkeypa
     values = node._values(panel)
     options = logic.options_from_values(values, hostcli)
     args = _matte_args(hostcli.matte_command("/p/p.####.exr", "/p/c.mov", "/o/", options, runner=["h"]))
-    assert args.preset is None and args.device == "auto" and args.layers == "fg,err,ref,bg" and not args.no_align
+    assert args.preset is None and args.device == "auto" and args.layers == "fg,err,ref,bg" and args.align
     for name in ("output", "status", "output_folder", "howard_cli", "model", node.TAG):
         assert name in knobs, name
     assert knobs["output"].rest[0] == list(logic.OUTPUT_MODES)  # the internal Switch follows parent.output
@@ -312,7 +366,7 @@ def _bpy_stub():
     base = {name: type(name, (), {}) for name in ("AddonPreferences", "PropertyGroup", "Operator", "Panel")}
     bpy.types = SimpleNamespace(Image=object, MovieClip=object, Scene=SimpleNamespace(), **base)
     props = types.ModuleType("bpy.props")
-    for name in ("BoolProperty", "EnumProperty", "IntProperty", "PointerProperty", "StringProperty"):
+    for name in ("BoolProperty", "EnumProperty", "FloatProperty", "IntProperty", "PointerProperty", "StringProperty"):
         setattr(props, name, lambda _name=name, **kw: (_name, kw))
     bpy.props = props
     registered = []
@@ -351,7 +405,8 @@ def _settings_from_annotations(cls):
     """A stand-in settings object holding every declared property at its declared default."""
     values = {}
     for name, (kind, kw) in cls.__annotations__.items():
-        default = kw.get("default", {"StringProperty": "", "IntProperty": 0, "BoolProperty": False}.get(kind))
+        default = kw.get("default", {"StringProperty": "", "IntProperty": 0, "FloatProperty": 0.0,
+                                     "BoolProperty": False}.get(kind))
         if kind == "EnumProperty":
             assert default in [item[0] for item in kw["items"]], name
         values[name] = default
@@ -359,7 +414,7 @@ def _settings_from_annotations(cls):
 
 
 def test_blender_addon_imports_registers_and_its_properties_are_consistent(on_path, monkeypatch):
-    on_path(ROOT)
+    on_path(BLENDER_DIR.parent)
     bpy, props, registered = _bpy_stub()
     monkeypatch.setitem(sys.modules, "bpy", bpy)
     monkeypatch.setitem(sys.modules, "bpy.props", props)
@@ -374,7 +429,7 @@ def test_blender_addon_imports_registers_and_its_properties_are_consistent(on_pa
     args = _matte_args(hostcli.matte_command("/p/p.####.exr", "/p/c.mov", "/o/",
                                              logic.options_from_settings(settings, hostcli), runner=["h"]))
     assert args.preset is None and args.refine_mode is None and args.device == "auto"
-    assert args.layers == "fg,err,ref,bg" and args.missing == "error" and not args.no_align
+    assert args.layers == "fg,err,ref,bg" and args.missing == "error" and args.align
     settings.plate_source = "IMAGE"
     settings.plate_image = SimpleNamespace(filepath="//plates/plate.1001.exr", source="SEQUENCE", library=None)
     assert ui._input_path(settings, "plate", hostcli) == "/blend/plates/plate.####.exr"

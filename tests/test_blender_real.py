@@ -9,7 +9,6 @@ session quits Blender during a pull. Here the records are checked against the `h
 command's own output for the same frames.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from adapters import BUILD
 from test_pipeline import linear_plates, read_channels, stored, write_sequence
 
 from howard_core.synth import make_shot, srgb_to_linear
@@ -28,14 +28,6 @@ SESSION = Path(__file__).with_name("blender_session.py")
 PLATE_FIRST = 1001
 
 
-def _build():
-    spec = importlib.util.spec_from_file_location("howard_build", ROOT / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BUILD = _build()
 
 
 def blender(version):

@@ -100,14 +100,15 @@ def _parsed(argv: list[str]) -> dict:
 
 
 def test_farm_jobs_carry_every_matte_option_from_the_clis_own_definitions(tmp_path):
-    from howard_core.cli import _options_argv
+    from howard_core.settings import MatteSettings
 
     options = _non_default_argv()
     assert len(options) > 30  # every option of the matte command, not a hand-kept list
     args = build_parser().parse_args(["farm", "openjd", "p.####.exr", "c.mov", "-o", "out/", "--bundle", "b",
                                       *options])
     spec = jobs.FarmJob(plate="/p.####.exr", clean_plate="/c.mov", output="/out", frames=[1, 2, 3],
-                        options=tuple(_options_argv(args, args.option_actions)), chunks=[[1, 2], [3]],
+                        options=tuple(MatteSettings.from_namespace(args).to_argv(skip=MatteSettings.farm_sets())),
+                        chunks=[[1, 2], [3]],
                         report_folder="/out/howard_chunks", merged_report="/out/r.json", howard="howard")
     chunk_cmd = spec.matte_argv("1-2", "/out/howard_chunks/r.json")
     direct = _parsed(["matte", "/p.####.exr", "/c.mov", "-o", "/out", *options])
@@ -334,7 +335,7 @@ def test_dask_workers_get_the_mapped_paths(shot, dask_cluster, tmp_path):
 def test_host_kit_farm_commands_carry_the_pull_options_and_run(shot, tmp_path):
     from howard_core import hostcli
 
-    options = hostcli.MatteOptions(preset="hd", precision="fp32", layers=("fg",), window=3, resume=True)
+    options = hostcli.MatteSettings(preset="hd", precision="fp32", layers=("fg",), window=3, resume=True)
     runner = [str(BIN / "howard")]
     local = hostcli.matte_command(shot["plate"], shot["clean"], tmp_path / "o", options, runner=runner)
     local_args = _parsed(local[1:])
@@ -351,14 +352,14 @@ def test_host_kit_farm_commands_carry_the_pull_options_and_run(shot, tmp_path):
 
     # Dask: the host runs the client like a local pull and gets the mattes back.
     dask_argv = hostcli.farm_command(shot["plate"], shot["clean"], tmp_path / "dask",
-                                     hostcli.MatteOptions(layers=("fg",), frames="1001-1006"),
+                                     hostcli.MatteSettings(layers=("fg",), frames="1001-1006"),
                                      hostcli.FarmTarget("dask", address="local:1", chunk_size=3), runner=runner)
     result = hostcli.run([*dask_argv, "--threads", "1"])
     assert sorted(result.frames) == list(range(FIRST, FIRST + 6))
     for n in result.frames:
         np.testing.assert_array_equal(pixels(result.frames[n]), pixels(shot["single"] / f"plate_matte.{n}.exr"))
     # OpenJD: the bundle is written and says how to run it.
-    bundle_argv = hostcli.farm_command(shot["plate"], shot["clean"], tmp_path / "ojd", hostcli.MatteOptions(),
+    bundle_argv = hostcli.farm_command(shot["plate"], shot["clean"], tmp_path / "ojd", hostcli.MatteSettings(),
                                        hostcli.FarmTarget("openjd", path=str(tmp_path / "bundle")), runner=runner)
     done = subprocess.run(bundle_argv, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from adapters import NUKE_DIR
 
 from howard_core.demo import make_inputs
 
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.skipif(not HOWARD.exists(), reason="needs the venv's ho
 def nk(monkeypatch):
     """The stand-in nuke module and a fresh import of the plugin, in a clean session."""
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "nuke_standin"))
-    monkeypatch.syspath_prepend(str(ROOT / "nuke_plugin"))
+    monkeypatch.syspath_prepend(str(NUKE_DIR))
     monkeypatch.setenv("HOWARD_CLI", str(HOWARD))
     for name in [m for m in sys.modules if m == "nuke" or m.startswith("howard_nuke")]:
         del sys.modules[name]
@@ -367,7 +368,7 @@ def test_a_failing_export_watcher_still_reports(nk, tmp_path):
 
 @pytest.fixture
 def logic(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "nuke_plugin"))
+    monkeypatch.syspath_prepend(str(NUKE_DIR))
     for name in [m for m in sys.modules if m.startswith("howard_nuke")]:
         del sys.modules[name]
     from howard_nuke import logic

@@ -9,18 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from adapters import NUKE_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN = ROOT / "nuke_plugin"
+PLUGIN = NUKE_DIR  # the plug-in folder as users install it (build.py adds howard_hostboot.py)
 # What Nuke's Python loads: the plug-in folder, and the stdlib-only host kit it finds through howard_hostboot.
-HOST_FILES = sorted(PLUGIN.rglob("*.py")) + [ROOT / "howard_core" / "hostcli.py"]
-# howard_hostboot.py is shipped identically in blender_addon/ and is not checked against the stubs here
-# (it does not use nuke); mypy still reads it for the imports.
+HOST_FILES = sorted(PLUGIN.rglob("*.py")) + [ROOT / "howard_core" / name for name in
+                                             ("hostcli.py", "settings.py", "events.py")]
+# howard_hostboot.py (shipped in blender_addon/ too) is not checked against the stubs here (it does
+# not use nuke); mypy still reads it for the imports.
 TYPED = ["howard_nuke/__init__.py", "howard_nuke/node.py", "howard_nuke/logic.py", "menu.py", "init.py"]
 
 
 @pytest.mark.parametrize("version", [(3, 7), (3, 9)], ids=["nuke13-py3.7", "nuke14-py3.9"])
-@pytest.mark.parametrize("path", HOST_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", HOST_FILES, ids=lambda p: p.name)
 def test_host_side_python_parses_for_nukes_interpreters(path, version):
     ast.parse(path.read_text(encoding="utf-8"), str(path), feature_version=version)
 

@@ -244,7 +244,7 @@ def test_clean_plate_movie_with_exr_plate(tmp_path, small_shot):
 def test_plate_movie_to_png(tmp_path, small_shot):
     plate = write_mp4(tmp_path / "shot.mp4", list(small_shot.plate))
     clean = write_mp4(tmp_path / "clean.mp4", list(small_shot.clean))
-    rep = matte(plate, clean, tmp_path / "out", kind="png", model=constant_model(1.0))
+    rep = matte(plate, clean, tmp_path / "out", format="png", model=constant_model(1.0))
     assert rep["frames_done"] == 4
     # A movie's frames count from 0; the name comes from the movie's.
     assert visible_files(tmp_path / "out") == ["howard_report.0-3.json"] + [f"shot_matte.{k:04d}.png"
@@ -329,8 +329,8 @@ def test_inference_threads_are_recorded_and_restored(tmp_path, small_shot, monke
     clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in small_shot.clean], 1)
     before = torch.get_num_threads()
     seen = []
-    real_to_tensor = pipeline._to_tensor  # called by inference for every batch, as it runs
-    monkeypatch.setattr(pipeline, "_to_tensor", lambda f: (seen.append(torch.get_num_threads()), real_to_tensor(f))[1])
+    real_to_tensor = pipeline.to_tensor  # called by inference for every batch, as it runs
+    monkeypatch.setattr(pipeline, "to_tensor", lambda f: (seen.append(torch.get_num_threads()), real_to_tensor(f))[1])
     rep = matte(plate, clean, tmp_path / "one", model=constant_model(0.5), align=False, threads=1)
     assert rep["settings"]["threads"] == 1 and set(seen) == {1} and len(seen) == 8
     assert rep["settings"]["cpu_budget"]["mode"] == "fixed"
@@ -354,7 +354,7 @@ def test_alpha_only_and_prores_outputs(tmp_path, small_shot):
     plate = write_sequence(tmp_path / "plate", "plate", linear_plates(small_shot), 1001)
     clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in small_shot.clean], 1)
     model = constant_model(0.25)
-    matte(plate, clean, tmp_path / "alpha", kind="alpha", model=model, align=False)
+    matte(plate, clean, tmp_path / "alpha", format="alpha", model=model, align=False)
     for n in (1001, 1002, 1003, 1004):
         ch, spec = read_channels(tmp_path / "alpha" / f"plate_alpha.{n}.exr")
         assert spec.channelnames == ("A",)

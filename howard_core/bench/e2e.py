@@ -219,7 +219,7 @@ def official_checkpoint(model: str | None, path: Path) -> tuple[Path, str, dict]
     import torch
 
     from howard_core.model import MattingRefine
-    from howard_core.pipeline import resolve_model
+    from howard_core.weights import resolve_model
 
     net = resolve_model(model)
     if not isinstance(net, MattingRefine):

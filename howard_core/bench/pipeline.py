@@ -93,7 +93,7 @@ def _frames_in_memory(plate: str, clean: str) -> tuple[list[torch.Tensor], list[
     """The plate frames and the clean frames the linear mapping pairs them with, decoded to the
     network's working space at plate size, as the (1, 3, H, W) tensors the pipeline hands `Matter`."""
     from howard_core.io import open_source, resize_to
-    from howard_core.pipeline import _to_tensor
+    from howard_core.pipeline import to_tensor as _to_tensor
 
     with open_source(plate) as src, open_source(clean, colorspace=None) as cln:
         n_plate, numbers = len(src), cln.frame_numbers
@@ -119,7 +119,8 @@ def _model_only(matter, srcs, bgrs, batch_size: int) -> float:
 
 def bench_throughput(args, work: Path) -> dict:
     from howard_core.model import Matter
-    from howard_core.pipeline import matte, resolve_model
+    from howard_core.pipeline import matte
+    from howard_core.weights import resolve_model
 
     width, height = args.size
     t0 = time.perf_counter()
@@ -190,7 +191,8 @@ from howard_core.runtime import prepare_process
 prepare_process()  # as the howard command does, before any thread starts
 import torch
 torch.set_num_threads(int(sys.argv[5]))
-from howard_core.pipeline import resolve_model, matte
+from howard_core.pipeline import matte
+from howard_core.weights import resolve_model
 net = resolve_model(sys.argv[4] or None)
 base = peak_kib()
 start = time.perf_counter()

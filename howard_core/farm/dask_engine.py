@@ -29,8 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from howard_core import events
 from howard_core.errors import HowardError
 from howard_core.farm import jobs
+from howard_core.settings import MatteSettings
 
 # Times a chunk may fail with an exception before the job stops (a worker's death is counted by the
 # scheduler's own `distributed.scheduler.allowed-failures`, not here).
@@ -41,8 +43,21 @@ _MODELS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """Where and how a job runs on Dask: `address` "local:N", "tcp://host:8786", "tls://host:8786" or a
+    scheduler file; `chunk_size` frames per task (default: about two chunks per worker); `security` a
+    `distributed.security.Security` for TLS (default: Dask's configuration); `path_map` this
+    machine's paths -> the workers' (default: the same)."""
+
+    address: str
+    chunk_size: int | None = None
+    security: object = None
+    path_map: jobs.PathMap | None = None
+
+
+@dataclass(frozen=True)
 class ChunkTask:
-    """What one Dask task needs: paths as the workers see them, the chunk and the matte options."""
+    """What one Dask task needs: paths as the workers see them, the chunk and the matte settings."""
 
     job: str
     plate: str
@@ -50,7 +65,7 @@ class ChunkTask:
     output: str
     frames: tuple[int, ...]
     report: str
-    options: dict = field(default_factory=dict)
+    settings: MatteSettings = field(default_factory=MatteSettings)
 
     @property
     def name(self) -> str:
@@ -58,7 +73,7 @@ class ChunkTask:
 
 
 def _model_for(spec):
-    from howard_core.pipeline import resolve_model
+    from howard_core.weights import resolve_model
 
     with _MODELS_LOCK:  # spec: a checkpoint path, an installed weights name or None (matte_on_cluster)
         if spec not in _MODELS:
@@ -82,11 +97,10 @@ def run_chunk(task: ChunkTask) -> dict:
 
     tell({"event": "chunk-start", "pid": os.getpid()})
     start = time.perf_counter()
-    options = dict(task.options)
-    net = _model_for(options.pop("model", None))
+    net = _model_for(task.settings.model)
     try:
-        rep = matte(task.plate, task.clean_plate, task.output, frames=list(task.frames), resume=True, model=net,
-                    report=task.report, progress=tell, **options)
+        rep = matte(task.plate, task.clean_plate, task.output, task.settings, frames=task.frames, resume=True,
+                    model=net, report=task.report, progress=tell)
     except HowardError as exc:
         # Bad input fails the same way on every node: returned, not raised, so Dask does not retry it.
         return {"frames": task.name, "worker": worker.address, "error": str(exc)}
@@ -178,11 +192,10 @@ class _Progress:
                 self.written.add(event["frame"])
                 if event.get("flagged"):
                     self.flagged.add(event["frame"])
-                done = len(self.written)
-                elapsed = time.perf_counter() - self.t0
-                fps = done / elapsed if elapsed > 0 else 0.0
-                self._emit({**event, "done": done, "total": self.total, "fps": round(fps, 3),
-                            "eta_s": round((self.total - done) / fps, 1) if fps else None})
+                counted = events.Frame.after(event["frame"], len(self.written), self.total,
+                                             time.perf_counter() - self.t0, flagged=bool(event.get("flagged")),
+                                             reason=event.get("reason"), output=event.get("output"))
+                self._emit({**event, **events.as_dict(counted)})  # the worker's and chunk's names kept
 
     def _emit(self, event: dict) -> None:
         if self.progress:
@@ -195,45 +208,38 @@ class _Progress:
             time.sleep(0.05)
 
 
-def matte_on_cluster(plate, clean_plate, output, *, cluster, chunk_size: int | None = None, security=None,
-                     frames: list[int] | None = None, report=None, progress=None,
-                     path_map: jobs.PathMap | None = None, **options) -> dict:
+def matte_on_cluster(plate, clean_plate, output, settings: MatteSettings, cluster: Cluster, *, report=None,
+                     progress=None) -> dict:
     """`pipeline.matte` over a Dask cluster; returns the merged report (also written as JSON).
 
-    `options` are `pipeline.matte`'s keyword arguments (model, preset, layers, ...), passed to every
-    chunk unchanged. Paths are made absolute: workers do not share this process's working folder.
-    `path_map` turns this machine's paths into the workers' (default: the same).
+    `settings` are passed to every chunk unchanged but for the chunk's frames (every chunk resumes:
+    that is what makes a re-run chunk safe). Paths are made absolute: workers do not share this
+    process's working folder.
     """
     from distributed import as_completed
 
-    options.pop("resume", None)  # every chunk resumes: that is what makes a re-run chunk safe
-    model = options.get("model")
-    if model is not None and not isinstance(model, str | os.PathLike):
+    if settings.model is not None and not isinstance(settings.model, str):
         raise HowardError("a cluster job needs the model as a checkpoint path or installed weights name that "
                           "every worker can load, not a loaded network")
-    to_worker = path_map or jobs.PathMap()
-    for name in jobs.FILE_OPTIONS:
-        if options.get(name) is not None:
-            options[name] = to_worker.file_option(options[name])
+    to_worker = cluster.path_map or jobs.PathMap()
+    settings = settings.replace(resume=False, **{name: to_worker.file_option(getattr(settings, name))
+                                                 for name in MatteSettings.file_options()})
     plate, clean_plate, output = (os.path.abspath(os.fspath(p)) for p in (plate, clean_plate, output))
-    clip = jobs.survey(plate, clean_plate, output, frames=frames, kind=options.get("kind"),
-                       layers=options.get("layers", ()), compression=options.get("compression"),
-                       colorspace=options.get("colorspace"), ocio_config=options.get("ocio_config"),
-                       missing=options.get("missing", "error"))
+    clip = jobs.survey(plate, clean_plate, output, settings)
     numbers, folder, display = clip.frames, clip.folder, clip.display
     merged_path = Path(report) if report else clip.merged_report
 
-    client, close = connect(cluster, security)
+    client, close = connect(cluster.address, cluster.security)
     try:
         workers = max(1, len(client.scheduler_info().get("workers", {})))
-        size = jobs.chunk_size_for(chunk_size, len(numbers), workers)
+        size = jobs.chunk_size_for(cluster.chunk_size, len(numbers), workers)
         chunks = jobs.split_chunks(numbers, size)
         job = uuid.uuid4().hex[:12]
         tracker = _Progress(len(numbers), display, progress)
         client.subscribe_topic(f"howard-{job}", tracker)
         reports = [jobs.chunk_report_path(folder, c) for c in chunks]
         tasks = [ChunkTask(job, to_worker(plate), to_worker(clean_plate), to_worker(output), tuple(c),
-                           to_worker(r), options) for c, r in zip(chunks, reports, strict=True)]
+                           to_worker(r), settings) for c, r in zip(chunks, reports, strict=True)]
         t0 = time.perf_counter()
         futures = [client.submit(run_chunk, t, key=f"howard-{job}-{t.name}", pure=False, retries=TASK_RETRIES)
                    for t in tasks]
@@ -260,13 +266,13 @@ def matte_on_cluster(plate, clean_plate, output, *, cluster, chunk_size: int | N
         close()
 
     chunk_records = [{**records[t.name], "retries": max(0, tracker.attempts.get(t.name, 1) - 1)} for t in tasks]
-    engine = {"kind": "dask", "scheduler": scheduler if not str(cluster).startswith("local:") else str(cluster),
+    address = str(cluster.address)
+    engine = {"kind": "dask", "scheduler": scheduler if not address.startswith("local:") else address,
               "workers": workers, "chunk_size": size, "chunks": len(chunks), "wall_s": round(wall, 3),
               "fps": round(len(numbers) / wall, 3) if wall > 0 else None}
     merged = jobs.merge_reports(reports, merged_path, engine=engine, chunks=chunk_records,
                                 expected=numbers)
     if progress:
-        progress({"event": "done", "done": len(numbers), "total": len(numbers), "skipped": 0,
-                  "fps": engine["fps"], "report": merged["report"], "output": display,
-                  "flagged_frames": merged["flagged_frames"]})
+        progress(events.as_dict(events.Done(len(numbers), len(numbers), 0, engine["fps"], merged["report"], display,
+                                            merged["flagged_frames"])))
     return merged

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from howard_core.errors import HowardError
-from howard_core.io.frames import format_frames
+from howard_core.settings import format_frames
 
 # Chunks a farm is given by default per worker: enough to balance uneven nodes, few enough that the
 # model load (2-5 s per chunk for a command-line engine) stays small beside the frames. Longer chunks
@@ -24,8 +24,6 @@ from howard_core.io.frames import format_frames
 CHUNKS_PER_WORKER = 2
 MAX_SEGMENTS_PER_CHUNK = 4
 REPORT_FOLDER = "howard_chunks"
-# `howard matte` options (their matte() names) that may name a file, which farm nodes may see elsewhere.
-FILE_OPTIONS = ("model", "ocio_config")
 
 
 def split_chunks(frames: list[int], chunk_size: int) -> list[list[int]]:
@@ -46,11 +44,7 @@ def default_chunk_size(n_frames: int, workers: int) -> int:
 
 def chunk_text(chunk: list[int]) -> str:
     """`--frames` text for a chunk, with steps kept compact: [1001, 1003, 1005] -> '1001-1005x2'."""
-    if len(chunk) > 2:
-        step = chunk[1] - chunk[0]
-        if step > 1 and all(b - a == step for a, b in zip(chunk, chunk[1:], strict=False)):
-            return f"{chunk[0]}-{chunk[-1]}x{step}"
-    return format_frames(chunk)
+    return format_frames(chunk, steps=True)
 
 
 @dataclass(frozen=True)
@@ -105,23 +99,21 @@ class Clip:
         return self.folder / f"howard_report.{self.frames[0]}-{self.frames[-1]}.json"
 
 
-def survey(plate, clean_plate, output, *, frames=None, kind=None, layers=(), compression=None, colorspace=None,
-           ocio_config=None, missing="error") -> Clip:
-    """Lists the plate's frames and checks the clean plate and the output as `pipeline.matte` would,
-    on the submitting machine, so a farm job with a bad input fails here in one line instead of on
-    every node."""
-    from howard_core.io import open_sink, open_source
-    from howard_core.pipeline import check_not_clean_plate, output_kind
+def survey(plate, clean_plate, output, settings) -> Clip:
+    """Lists the plate's frames and checks the clean plate and the output as `pipeline.matte` would
+    (`settings`: a MatteSettings), on the submitting machine, so a farm job with a bad input fails
+    here in one line instead of on every node."""
+    from howard_core.io import open_sink
+    from howard_core.job import Inputs, output_kind
 
-    kind = output_kind(output, kind)
+    kind = output_kind(output, settings.format)
     if kind == "prores":
         raise HowardError(f"{output}: a ProRes movie cannot be written in chunks on a farm; write an EXR or PNG "
                           f"sequence (encode the movie from it afterwards)")
-    with open_source(plate, frames=frames, colorspace=colorspace, ocio_config=ocio_config, missing=missing) as src, \
-         open_source(clean_plate, ocio_config=ocio_config) as clean:
-        numbers = list(src.frame_numbers)
-        sink = open_sink(output, kind, like=src, layers=tuple(layers or ()), compression=compression)
-        check_not_clean_plate(sink, clean, numbers)
+    with Inputs.open(plate, clean_plate, settings) as inputs:
+        numbers = list(inputs.plate.frame_numbers)
+        sink = open_sink(output, kind, like=inputs.plate, layers=settings.layers, compression=settings.compression)
+        inputs.guard(sink)
         folder = Path(sink.path_for(numbers[0])).parent
         display = sink.display
         sink.close()
@@ -136,7 +128,7 @@ def chunk_size_for(requested: int | None, n_frames: int, workers: int) -> int:
 @dataclass(frozen=True)
 class FarmJob:
     """A command-line farm job (OpenJD, OpenCue): paths as the farm nodes see them, the `howard matte`
-    options the user gave (argv, from the CLI's own option definitions) and the chunks."""
+    options the user gave (argv, `MatteSettings.to_argv`) and the chunks."""
 
     plate: str
     clean_plate: str

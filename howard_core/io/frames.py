@@ -19,55 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from howard_core.errors import HowardError
+from howard_core.settings import MAX_FRAMES, format_frames, parse_frames  # noqa: F401 - the io package's names
 
-# A job longer than this is a typo (`1-1000000000`), not a shot.
-MAX_FRAMES = 1_000_000
-
-_RANGE = re.compile(r"^(\d+)(?:-(\d+)(?:x(\d+))?)?$")
 _TOKEN = re.compile(r"#+|@+|%(0?\d*)d")
 _NUMBERED = re.compile(r"^(.*?)(\d+)(\.[A-Za-z0-9]+)$")
-
-
-def parse_frames(text: str) -> list[int]:
-    """Parse `--frames` text into a sorted list of unique frame numbers.
-
-    Accepts comma-separated items: `12`, `1001-1100` (inclusive) and `1001-1100x2`
-    (every second frame), e.g. `1,5,7-9` -> [1, 5, 7, 8, 9].
-    """
-    items = [part.strip() for part in str(text).split(",")]
-    if not any(items):
-        raise HowardError("--frames is empty; give a range such as 1001-1100 or a list such as 1,5,7-9")
-    frames: set[int] = set()
-    for item in items:
-        m = _RANGE.match(item.replace(" ", ""))
-        if not m:
-            raise HowardError(
-                f"--frames {text!r}: cannot read {item!r}; use forms like 12, 1001-1100, 1001-1100x2 or 1,5,7-9"
-            )
-        start = int(m.group(1))
-        end = int(m.group(2)) if m.group(2) is not None else start
-        step = int(m.group(3)) if m.group(3) is not None else 1
-        if end < start:
-            raise HowardError(f"--frames {text!r}: {item!r} ends before it starts; write {end}-{start}")
-        if step < 1:
-            raise HowardError(f"--frames {text!r}: step in {item!r} must be 1 or more")
-        if (end - start) // step + 1 + len(frames) > MAX_FRAMES:
-            raise HowardError(f"--frames {text!r} asks for more than {MAX_FRAMES} frames; check the range")
-        frames.update(range(start, end + 1, step))
-    return sorted(frames)
-
-
-def format_frames(frames: list[int]) -> str:
-    """Compact text for messages: [1, 2, 3, 7] -> '1-3,7' (inverse of parse_frames for step 1)."""
-    parts: list[str] = []
-    i = 0
-    while i < len(frames):
-        j = i
-        while j + 1 < len(frames) and frames[j + 1] == frames[j] + 1:
-            j += 1
-        parts.append(str(frames[i]) if i == j else f"{frames[i]}-{frames[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 @dataclass(frozen=True)

@@ -32,26 +32,33 @@ def _text(values, name):
     return str(value).strip() if value is not None and str(value).strip() else None
 
 
-def options_from_values(values, hostcli, frames=None):
-    """hostcli.MatteOptions from the node's knob values ({knob name: value}).
+def options_from_values(values, hostcli, frames=None, colour=None):
+    """hostcli.MatteSettings from the node's knob values ({knob name: value}).
 
     `frames` is the range to pull when the frame range knob is empty (the plate Read's
-    range); "default" choices and 0 numbers leave the CLI's own defaults.
+    range); "default" choices and 0 numbers leave the CLI's own defaults. `colour`: the
+    (plate colorspace, clean colorspace, OCIO config) the pull found from the inputs and the
+    knobs together (None in it: Howard's default); None: the knobs alone.
     """
     preset = _text(values, "preset")
     refine = _text(values, "refine_mode")
-    sample_pixels = int(values.get("sample_pixels") or 0)
-    return hostcli.MatteOptions(
+    if colour is None:
+        colour = (_colour_choice(values, "plate_colorspace"), _colour_choice(values, "clean_colorspace"),
+                  _text(values, "ocio_config"))
+    plate_cs, clean_cs, config = colour
+    return hostcli.MatteSettings(
         frames=_text(values, "frame_range") or frames,
         model=_text(values, "model"),
         preset=None if preset in (None, "default") else preset,
         refine_mode=None if refine in (None, "default") else refine,
-        sample_pixels=sample_pixels or None,
+        backbone_scale=float(values.get("backbone_scale") or 0) or None,
+        sample_pixels=int(values.get("sample_pixels") or 0) or None,
+        refine_threshold=float(values.get("refine_threshold") or 0) or None,
         device=_text(values, "device") or "auto",
         precision=_text(values, "precision") or "auto",
-        colorspace=_colour_choice(values, "plate_colorspace"),
-        clean_colorspace=_colour_choice(values, "clean_colorspace"),
-        ocio_config=_text(values, "ocio_config"),
+        colorspace=plate_cs,
+        clean_colorspace=clean_cs,
+        ocio_config=config,
         missing="hold" if values.get("hold_missing") else "error",
         align=not values.get("locked_off"),
         layers=EXTRA_LAYERS if values.get("extra_layers") else (),

@@ -109,8 +109,13 @@ def _add_knobs(group):
     group["model"].setTooltip("Installed weights name (howard weights list) or a checkpoint file; empty: default.")
     add(nuke.Enumeration_Knob("preset", "preset", list(logic.PRESET_CHOICES)))
     add(nuke.Enumeration_Knob("refine_mode", "refine mode", list(logic.REFINE_CHOICES)))
+    add(nuke.Double_Knob("backbone_scale", "backbone scale"))
+    group["backbone_scale"].setTooltip("Resolution of the coarse pass (0.25 HD, 0.125 4K); 0: the preset's.")
     add(nuke.Int_Knob("sample_pixels", "sample pixels"))
     group["sample_pixels"].setTooltip("Pixels refined per frame in sampling mode; 0: default.")
+    add(nuke.Double_Knob("refine_threshold", "refine threshold"))
+    group["refine_threshold"].setTooltip("Error above which a patch is refined in thresholding mode; 0: default "
+                                         "(0.1).")
     add(nuke.Enumeration_Knob("device", "device", list(logic.DEVICE_CHOICES)))
     add(nuke.Enumeration_Knob("precision", "precision", list(logic.PRECISION_CHOICES)))
     add(nuke.Text_Knob("colour", "colour"))
@@ -159,7 +164,8 @@ def _refresh_colour_choices(node):
 
 
 def _values(node):
-    names = ("frame_range", "preset", "refine_mode", "sample_pixels", "device", "precision",
+    names = ("frame_range", "preset", "refine_mode", "backbone_scale", "sample_pixels", "refine_threshold", "device",
+             "precision",
              "plate_colorspace", "clean_colorspace", "extra_layers", "locked_off", "hold_missing", "resume")
     values = {name: node[name].value() for name in names + ("farm", "farm_chunk")}
     values["model"] = node["model"].evaluate()  # a path may hold [getenv ...] / $VAR
@@ -299,8 +305,7 @@ def pull_matte(node):
         config = logic.ocio_config(node["ocio_config"].evaluate(), root["OCIO_config"].value(),
                                    _expanded(root["customOCIOConfigPath"]), nuke_dir, os.environ)
         options = logic.options_from_values(values, hostcli, frames=f"{first}-{last}" if plate_is_read
-                                            else None)
-        options.colorspace, options.clean_colorspace, options.ocio_config = plate_cs, clean_cs, config
+                                            else None, colour=(plate_cs, clean_cs, config))
         runner = hostcli.resolve_runner(cli=_cli_setting(node) or None)
         argv, farm_report = hostcli.pull_command(plate, clean, folder, options, logic.farm_target(values, hostcli),
                                                  runner=runner)
@@ -447,9 +452,10 @@ def export_torchscript(node=None):
         path += ".pt"
     try:
         hostcli = _hostcli(node)
-        model = node["model"].evaluate().strip() if node is not None else ""
+        # The node's network knobs, so the Inference node mattes as the node's pulls do.
+        options = logic.options_from_values(_values(node), hostcli) if node is not None else None
         runner = hostcli.resolve_runner(cli=_cli_setting(node) or None)
-        argv = hostcli.export_nuke_command(path, model=model or None, runner=runner)
+        argv = hostcli.export_nuke_command(path, options, runner=runner)
         job = hostcli.Job(argv, expect_done=False).start()
     except BootError as exc:
         _message(str(exc))

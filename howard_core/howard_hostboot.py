@@ -11,9 +11,9 @@ wherever the configured Howard installation keeps it:
    file by path. Nothing is added to sys.path, so the host never picks up that
    environment's numpy or torch.
 
-This file is shipped identically in nuke_plugin/howard_nuke/ and blender_addon/ (it cannot
-live in howard_core: it is what finds howard_core); tests/test_adapters_hosts.py checks both
-copies are the same.
+This file's one source is howard_core/howard_hostboot.py (it cannot be imported from there:
+it is what finds howard_core); `build.py dist` copies it into the Nuke plug-in (howard_nuke/) and
+the Blender add-on.
 """
 
 import importlib.util
