@@ -22,13 +22,15 @@ render on access (deterministically: frame k always has the same noise), for sho
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import ClassVar, Self
 
 import cv2
 import numpy as np
 
-__all__ = ["Shot", "make_depth_shot", "make_shot", "srgb_to_linear", "linear_to_srgb"]
+__all__ = ["Shot", "ShotSpec", "make_depth_shot", "make_shot", "srgb_to_linear", "linear_to_srgb"]
 
 # Scene pixels per frame pixel at zoom 1: supersampling keeps frames sharp and unaliased after warping.
 _SCENE_DENSITY = 1.25
@@ -391,155 +393,267 @@ def _add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nd
     return cv2.max(img, (0.0, 0.0, 0.0, 0.0), dst=img)
 
 
-def make_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_frames: int | None = None,
-              seed: int = 0, *, clean_width: int | None = None, clean_height: int | None = None,
-              texture: str = "natural", camera_motion: float = 1.0, clean_deviation: float = 0.3,
-              clean_offset: float = 0.0, clean_rate: float | None = None, exposure_stops: float = 0.3,
-              white_balance: float = 0.03, flicker: float = 0.0, noise: float = 0.01, subject: bool = True,
-              subject_scale: float = 0.75, lazy: bool = False) -> Shot:
-    """Render a synthetic moving-camera shot with ground truth.
+# ---------------------------------------------------------------------------------------------------------
+# What to render
 
-    Sizes and counts:
-      width, height           plate frame size in pixels (odd sizes are fine).
-      plate_frames            number of plate frames.
-      clean_frames            number of clean-take frames (default: same as the plate).
-      clean_width/height      clean-take frame size (default: the plate's); the clean camera keeps the plate
-                              camera's field of view across its width.
-    Timing of the clean take, on the plate's timeline (units of plate frames):
-      clean_offset            plate time of clean frame 0.
-      clean_rate              plate frames per clean frame; default spans the same stretch of the move as
-                              the plate, so a linear mapping of the two frame ranges lines them up.
-    Camera and look:
-      texture                 "natural" (multi-scale noise, shapes, edges) or "tiles" (one tile repeated).
-      camera_motion           scales the plate camera's pan (4% of the width), roll (1.5 deg), zoom (4%)
-                              and keystone (1.5%).
-      clean_deviation         how far the clean pass strays from the plate's path, relative to that motion.
-      exposure_stops          clean-take exposure relative to the plate, in stops (linear light).
-      white_balance           random per-channel gain spread of the clean take (linear light).
-      flicker                 per-frame random display-space gain spread, both takes.
-      noise                   per-pixel sensor noise standard deviation, display space, both takes.
-      subject, subject_scale  composite the subject into the plate; its body height over frame height.
-      lazy                    frames render on access instead of up front.
+# The options the generators have always taken by position, in that order.
+_POSITIONAL = ("width", "height", "plate_frames", "clean_frames", "seed")
+
+
+@dataclass(frozen=True)
+class _TakeSpec:
+    """The options every kind of shot shares: sizes, the clean take's timing, the camera move and the look.
+
+    Frozen and checked on creation. Times are on the plate's timeline, in plate frames. `resolved()` fills
+    in the defaults that depend on other options; `Shot.params` records the resolved values.
     """
-    if width < 16 or height < 16:
-        raise ValueError("make_shot needs frames of at least 16 x 16 pixels")
-    clean_frames = plate_frames if clean_frames is None else clean_frames
-    if plate_frames < 1 or clean_frames < 1:
-        raise ValueError("make_shot needs at least one plate frame and one clean frame")
-    cw = width if clean_width is None else clean_width
-    ch = height if clean_height is None else clean_height
-    if clean_rate is None:
-        clean_rate = (plate_frames - 1) / (clean_frames - 1) if clean_frames > 1 else 1.0
-    rng = np.random.default_rng(seed)
 
-    # Camera paths: the plate's, and the clean pass = the plate's path plus its own smaller wander.
-    amp = camera_motion * np.array([0.04 * width, 0.03 * width, np.radians(1.5), 0.04, 0.015, 0.015])
+    maker: ClassVar[str] = "make_shot"  # the generator's name, for error messages
+
+    width: int = 640  # plate frame width in pixels (odd sizes are fine)
+    height: int = 360  # plate frame height in pixels
+    plate_frames: int = 8  # number of plate frames
+    clean_frames: int | None = None  # number of clean-take frames; None: as many as the plate
+    seed: int = 0  # every random choice of the shot (scene, paths, subject, noise) follows from it
+    camera_motion: float = 1.0  # scales the plate camera's hand-held move (each kind says how large it is)
+    clean_deviation: float = 0.3  # how far the clean pass strays from the plate's path, relative to that move
+    clean_offset: float = 0.0  # plate time of clean frame 0
+    # Plate frames per clean frame; None: the clean take spans the same stretch of the move as the plate, so
+    # a linear mapping of the two frame ranges lines them up.
+    clean_rate: float | None = None
+    exposure_stops: float = 0.3  # clean-take exposure relative to the plate, in stops (linear light)
+    white_balance: float = 0.03  # spread of the clean take's random per-channel gain (linear light)
+    noise: float = 0.01  # per-pixel sensor noise standard deviation, display space, both takes
+    subject_scale: float = 0.75  # the person's body height over the frame height
+    lazy: bool = False  # frames render on access (deterministically) instead of up front
+
+    def __post_init__(self) -> None:
+        if self.width < 16 or self.height < 16:
+            raise ValueError(f"{self.maker} needs frames of at least 16 x 16 pixels")
+        if self.plate_frames < 1 or (self.clean_frames is not None and self.clean_frames < 1):
+            raise ValueError(f"{self.maker} needs at least one plate frame and one clean frame")
+
+    def resolved(self) -> Self:
+        """This spec with `clean_frames` and `clean_rate` filled in where they were left to their default."""
+        clean_frames = self.plate_frames if self.clean_frames is None else self.clean_frames
+        clean_rate = self.clean_rate
+        if clean_rate is None:
+            clean_rate = (self.plate_frames - 1) / (clean_frames - 1) if clean_frames > 1 else 1.0
+        return replace(self, clean_frames=clean_frames, clean_rate=clean_rate)
+
+    def times(self) -> tuple[np.ndarray, np.ndarray]:
+        """(plate_times, clean_times): when each frame of the takes was taken, float64 plate frames (resolved
+        spec)."""
+        plate_times = np.arange(self.plate_frames, dtype=np.float64)
+        return plate_times, self.clean_offset + self.clean_rate * np.arange(self.clean_frames, dtype=np.float64)
+
+    def params(self) -> dict:
+        """The options as `Shot.params` records them (resolved spec; `lazy` left out)."""
+        return {k: v for k, v in asdict(self).items() if k != "lazy"}
+
+
+@dataclass(frozen=True)
+class ShotSpec(_TakeSpec):
+    """What `make_shot` renders: one textured plane filmed by a hand-held camera, with a walking subject.
+
+    `camera_motion` scales the plate camera's pan (4% of the width), roll (1.5 deg), zoom (4%) and keystone
+    (1.5%). The plate is `width` x `height`; the clean take has its own size, in which its camera keeps the
+    plate camera's field of view across its width.
+    """
+
+    clean_width: int | None = None  # clean-take frame width in pixels; None: the plate's
+    clean_height: int | None = None  # clean-take frame height in pixels; None: the plate's
+    texture: str = "natural"  # "natural" (multi-scale noise, shapes, edges) or "tiles" (one tile repeated)
+    flicker: float = 0.0  # per-frame random display-space gain spread, both takes
+    subject: bool = True  # composite the subject (`subject_scale` of the frame height) into the plate
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.texture not in ("natural", "tiles"):
+            raise ValueError(f"texture must be 'natural' or 'tiles', got {self.texture!r}")
+
+    def resolved(self) -> ShotSpec:
+        spec = super().resolved()
+        return replace(spec, clean_width=self.width if self.clean_width is None else self.clean_width,
+                       clean_height=self.height if self.clean_height is None else self.clean_height)
+
+
+def _spec_from_call(kind: type, positional: tuple, spec, overrides: dict):
+    """The resolved spec a generator call asks for: `spec` (default: `kind()`) with the positional options
+    (`_POSITIONAL`, in order) and the keyword `overrides` applied. Unknown names raise TypeError."""
+    maker = kind.maker
+    if spec is not None and not isinstance(spec, kind):
+        raise TypeError(f"{maker}(spec=...) takes a {kind.__name__}, got {type(spec).__name__}")
+    if len(positional) > len(_POSITIONAL):
+        raise TypeError(f"{maker}() takes at most {len(_POSITIONAL)} positional arguments "
+                        f"({', '.join(_POSITIONAL)}), got {len(positional)}")
+    named = dict(zip(_POSITIONAL, positional, strict=False))
+    names = [f.name for f in fields(kind)]
+    for name in overrides:
+        if name in named:
+            raise TypeError(f"{maker}() got multiple values for argument {name!r}")
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"{kind.__name__} has {', '.join(names)}"
+            raise TypeError(f"{maker}() got an unexpected keyword argument {name!r}; {hint}")
+    return replace(kind() if spec is None else spec, **named, **overrides).resolved()
+
+
+def _clean_gain(rng: np.random.Generator, spec: _TakeSpec) -> np.ndarray:
+    """The clean take's per-channel gain relative to the plate, (3,) float64 linear light: exposure + balance."""
+    return (2.0 ** spec.exposure_stops) * (1 + rng.uniform(-spec.white_balance, spec.white_balance, 3))
+
+
+def _regrade(img: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """sRGB `img` (H x W x 3 float32) at the clean take's exposure: `gain` applied in linear light, clipped to
+    0..1 (`img` itself where the gain is 1)."""
+    if np.allclose(gain, 1):
+        return img
+    return np.clip(linear_to_srgb(srgb_to_linear(img) * gain.astype(np.float32)), 0, 1)
+
+
+def _frame_lists(lazy: bool, count: int, renders) -> list:
+    """One frame list per render function (frame index -> array): lazy sequences, or lists rendered frame by
+    frame so that render functions sharing a memo of the latest frame (`_PlanarFrames`) render it once."""
+    if lazy:
+        return [_LazyFrames(count, render) for render in renders]
+    per_frame = [tuple(render(i) for render in renders) for i in range(count)]
+    return [list(x) for x in zip(*per_frame, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A planar shot
+
+
+def _planar_cameras(rng: np.random.Generator, spec: ShotSpec) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Plate and clean cameras, one 3x3 float64 per frame: centred camera coordinates -> frame pixels.
+
+    The clean pass is the plate's path plus its own smaller wander; its camera scales to its own width.
+    """
+    width, height, cw, ch = spec.width, spec.height, spec.clean_width, spec.clean_height
+    amp = spec.camera_motion * np.array([0.04 * width, 0.03 * width, np.radians(1.5), 0.04, 0.015, 0.015])
     path = _smooth_path(rng, 6)
     wander = _smooth_path(rng, 6)
-    plate_times = np.arange(plate_frames, dtype=np.float64)
-    clean_times = clean_offset + clean_rate * np.arange(clean_frames, dtype=np.float64)
+    plate_times, clean_times = spec.times()
 
     def pose(t: float, deviation: float) -> np.ndarray:
         return amp * (_eval_path(path, t) + deviation * _eval_path(wander, t))
 
-    # Frame pixel <- centred camera coordinates; the clean camera scales to its own width.
     to_plate = _translate((width - 1) / 2, (height - 1) / 2)
     to_clean = _translate((cw - 1) / 2, (ch - 1) / 2) @ _scale(cw / width)
     cam_plate = [to_plate @ _pose_matrix(pose(t, 0.0), width) for t in plate_times]
-    cam_clean = [to_clean @ _pose_matrix(pose(t, clean_deviation), width) for t in clean_times]
+    cam_clean = [to_clean @ _pose_matrix(pose(t, spec.clean_deviation), width) for t in clean_times]
+    return cam_plate, cam_clean
 
-    # Scene extent: everything any frame sees, in centred camera units, plus a margin.
+
+def _planar_scene_frame(spec: ShotSpec, cam_plate: list[np.ndarray], cam_clean: list[np.ndarray]):
+    """Where the scene plane lies: ((width, height) in scene pixels, scene pixels per frame pixel, plate and
+    clean homographies scene pixels -> frame pixels, 3x3 float64 with h[2, 2] = 1).
+
+    The plane covers everything any frame sees, plus a margin.
+    """
     pts = []
-    for cams, (fw, fh) in ((cam_plate, (width, height)), (cam_clean, (cw, ch))):
+    for cams, (fw, fh) in ((cam_plate, (spec.width, spec.height)), (cam_clean, (spec.clean_width, spec.clean_height))):
         corners = np.array([[0, 0, 1], [fw - 1, 0, 1], [fw - 1, fh - 1, 1], [0, fh - 1, 1]], np.float64).T
         for cam in cams:
             p = np.linalg.inv(cam) @ corners
             pts.append((p[:2] / p[2]).T)
     pts = np.concatenate(pts)
-    unit = _SCENE_DENSITY * max(1.0, cw / width)
+    unit = _SCENE_DENSITY * max(1.0, spec.clean_width / spec.width)
     lo, hi = pts.min(0) - 8, pts.max(0) + 8
-    sw, sh = (int(np.ceil((hi - lo)[k] * unit)) + 1 for k in (0, 1))
+    size = tuple(int(np.ceil((hi - lo)[k] * unit)) + 1 for k in (0, 1))
     # Scene pixel -> centred camera units.
     from_scene = _translate(*lo) @ _scale(1 / unit)
     plate_h = [c @ from_scene for c in cam_plate]
     clean_h = [c @ from_scene for c in cam_clean]
-    plate_h = [h / h[2, 2] for h in plate_h]
-    clean_h = [h / h[2, 2] for h in clean_h]
+    return size, unit, [h / h[2, 2] for h in plate_h], [h / h[2, 2] for h in clean_h]
 
-    scene = _render_scene(rng, sw, sh, unit, width, height, texture)
-    gain = (2.0 ** exposure_stops) * (1 + rng.uniform(-white_balance, white_balance, 3))
-    if np.allclose(gain, 1):
-        clean_scene = scene
-    else:
-        clean_scene = np.clip(linear_to_srgb(srgb_to_linear(scene) * gain.astype(np.float32)), 0, 1)
 
-    look = _random_look(rng)
-    frame_seeds = rng.integers(0, 2**63, size=2)
+class _PlanarFrames:
+    """Renders frame k of either take of a planar shot on demand (deterministically: the same noise and
+    flicker every time). Frames are H x W x 3 float32 sRGB 0..1, alpha H x W float32.
 
-    def frame_rng(take: int, k: int) -> np.random.Generator:
-        return np.random.default_rng([int(frame_seeds[take]), k])
+    scenes:       (plate, clean) scene planes, Hs x Ws x 3 float32 sRGB, the clean one at its own exposure.
+    homographies: (plate, clean) lists of 3x3 float64, scene pixels -> frame pixels.
+    frame_seeds:  (plate, clean) seeds of the per-frame noise generators.
+    """
 
-    last_subject: dict = {}
+    def __init__(self, spec: ShotSpec, scenes: tuple, homographies: tuple, look: _SubjectLook,
+                 frame_seeds: np.ndarray):
+        self.spec, self.scenes, self.homographies = spec, scenes, homographies
+        self.look, self.frame_seeds = look, frame_seeds
+        self.plate_times = spec.times()[0]
+        self._last_subject: dict = {}
 
-    def subject_layers(i: int):
+    def _subject(self, i: int):
         # The plate, alpha and foreground of one frame share a render; keep only the latest.
-        if i not in last_subject:
-            last_subject.clear()
-            last_subject[i] = _subject_layers(look, float(plate_times[i]), width, height, subject_scale)
-        return last_subject[i]
+        if i not in self._last_subject:
+            self._last_subject.clear()
+            s = self.spec
+            self._last_subject[i] = _subject_layers(self.look, float(self.plate_times[i]), s.width, s.height,
+                                                    s.subject_scale)
+        return self._last_subject[i]
 
-    def view(take: int, k: int, plane: np.ndarray, h: np.ndarray, size: tuple[int, int]):
-        """Frame k of a take: the scene plane through the camera, with this frame's flicker."""
-        r = frame_rng(take, k)
-        img = cv2.warpPerspective(plane, h, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        if flicker:
-            img *= np.float32(1 + flicker * r.standard_normal())
+    def _view(self, take: int, k: int, size: tuple[int, int]):
+        """Frame k of a take (0 plate, 1 clean): the scene plane through the camera, with this frame's flicker;
+        returns it and the frame's generator, which then draws its noise."""
+        r = np.random.default_rng([int(self.frame_seeds[take]), k])
+        img = cv2.warpPerspective(self.scenes[take], self.homographies[take][k], size, flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REFLECT)
+        if self.spec.flicker:
+            img *= np.float32(1 + self.spec.flicker * r.standard_normal())
         return img, r
 
-    def render_plate(i: int) -> np.ndarray:
-        img, r = view(0, i, scene, plate_h[i], (width, height))
-        if subject:
-            a, fg, (x0, y0) = subject_layers(i)
+    def plate(self, i: int) -> np.ndarray:
+        img, r = self._view(0, i, (self.spec.width, self.spec.height))
+        if self.spec.subject:
+            a, fg, (x0, y0) = self._subject(i)
             _blend_mask_float(img, a, fg, x0, y0)
-        return _add_noise(img, noise, r)
+        return _add_noise(img, self.spec.noise, r)
 
-    def render_clean(j: int) -> np.ndarray:
-        img, r = view(1, j, clean_scene, clean_h[j], (cw, ch))
-        return _add_noise(img, noise, r)
+    def clean(self, j: int) -> np.ndarray:
+        img, r = self._view(1, j, (self.spec.clean_width, self.spec.clean_height))
+        return _add_noise(img, self.spec.noise, r)
 
-    def render_alpha(i: int) -> np.ndarray:
-        out = np.zeros((height, width), np.float32)
-        if subject:
-            a, _, (x0, y0) = subject_layers(i)
+    def alpha(self, i: int) -> np.ndarray:
+        out = np.zeros((self.spec.height, self.spec.width), np.float32)
+        if self.spec.subject:
+            a, _, (x0, y0) = self._subject(i)
             _paste(out, a, x0, y0)
         return out
 
-    def render_foreground(i: int) -> np.ndarray:
-        out = np.zeros((height, width, 3), np.float32)
-        if subject:
-            a, fg, (x0, y0) = subject_layers(i)
+    def foreground(self, i: int) -> np.ndarray:
+        out = np.zeros((self.spec.height, self.spec.width, 3), np.float32)
+        if self.spec.subject:
+            a, fg, (x0, y0) = self._subject(i)
             _paste(out, fg * (a > 0)[..., None], x0, y0)
         return out
 
-    if lazy:
-        plate_seqs = [_LazyFrames(plate_frames, r) for r in (render_plate, render_alpha, render_foreground)]
-        clean_seq = _LazyFrames(clean_frames, render_clean)
-    else:
-        # Frame by frame, so that each subject render serves all three lists.
-        per_frame = [(render_plate(i), render_alpha(i), render_foreground(i)) for i in range(plate_frames)]
-        plate_seqs = [list(x) for x in zip(*per_frame, strict=True)]
-        clean_seq = [render_clean(j) for j in range(clean_frames)]
 
-    params = dict(width=width, height=height, plate_frames=plate_frames, clean_frames=clean_frames, seed=seed,
-                  clean_width=cw, clean_height=ch, texture=texture, camera_motion=camera_motion,
-                  clean_deviation=clean_deviation, clean_offset=clean_offset, clean_rate=clean_rate,
-                  exposure_stops=exposure_stops, white_balance=white_balance, flicker=flicker, noise=noise,
-                  subject=subject, subject_scale=subject_scale)
-    return Shot(plate=plate_seqs[0], clean=clean_seq,
-                alpha=plate_seqs[1], foreground=plate_seqs[2],
-                plate_homographies=plate_h, clean_homographies=clean_h, plate_times=plate_times,
-                clean_times=clean_times, clean_gain=gain, plate_size=(width, height), clean_size=(cw, ch),
-                params=params, scene=scene)
+def make_shot(*positional, spec: ShotSpec | None = None, **overrides) -> Shot:
+    """Render a synthetic moving-camera shot of a textured plane, with ground truth.
+
+    Called as it always was, `make_shot(width, height, plate_frames, clean_frames, seed, **options)` (any of
+    them by keyword too), or from a spec: `make_shot(spec=ShotSpec(...), **overrides)`. The options and their
+    meaning are `ShotSpec`'s fields; an unknown name raises TypeError, a bad value ValueError.
+    """
+    spec = _spec_from_call(ShotSpec, positional, spec, overrides)
+    rng = np.random.default_rng(spec.seed)
+    cam_plate, cam_clean = _planar_cameras(rng, spec)
+    (sw, sh), unit, plate_h, clean_h = _planar_scene_frame(spec, cam_plate, cam_clean)
+    scene = _render_scene(rng, sw, sh, unit, spec.width, spec.height, spec.texture)
+    gain = _clean_gain(rng, spec)
+    look = _random_look(rng)
+    frames = _PlanarFrames(spec, (scene, _regrade(scene, gain)), (plate_h, clean_h), look,
+                           rng.integers(0, 2**63, size=2))
+    plate, alpha, foreground = _frame_lists(spec.lazy, spec.plate_frames,
+                                            (frames.plate, frames.alpha, frames.foreground))
+    (clean,) = _frame_lists(spec.lazy, spec.clean_frames, (frames.clean,))
+    plate_times, clean_times = spec.times()
+    return Shot(plate=plate, clean=clean, alpha=alpha, foreground=foreground, plate_homographies=plate_h,
+                clean_homographies=clean_h, plate_times=plate_times, clean_times=clean_times, clean_gain=gain,
+                plate_size=(spec.width, spec.height), clean_size=(spec.clean_width, spec.clean_height),
+                params=spec.params(), scene=scene)
 
 
 def _window(shape: tuple[int, int], h: int, w: int, x0: int, y0: int):
