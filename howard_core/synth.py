@@ -1,10 +1,12 @@
 """Synthetic hand-held shots with ground truth: a plate with a subject and a clean take of the same scene.
 
-`make_shot(...)` returns a `Shot`: two takes of one textured planar scene filmed by a moving camera, the
-plate with a person-like subject composited over it and the clean take without, each with its own camera
-path (the clean pass retraces the plate's move approximately), clip length, start, exposure and sensor
-noise. Every frame comes with its exact scene->frame homography, so the true clean-frame-j -> plate-frame-i
-mapping is known (`Shot.clean_to_plate`), as are the subject's alpha and colour.
+`make_shot(...)` (its options: `ShotSpec`) returns a `Shot`: two takes of one textured planar scene filmed
+by a moving camera, the plate with a person-like subject composited over it and the clean take without,
+each with its own camera path (the clean pass retraces the plate's move approximately), clip length, start,
+exposure and sensor noise. Every frame comes with its exact scene->frame homography, so the true
+clean-frame-j -> plate-frame-i mapping is known (`Shot.clean_to_plate`), as are the subject's alpha and
+colour. `make_depth_shot(...)` (its options: `DepthShotSpec`) films a set with depth instead, and knows every
+plate frame's true background.
 
 Conventions (shared by every array here):
 
@@ -30,7 +32,7 @@ from typing import ClassVar, Self
 import cv2
 import numpy as np
 
-__all__ = ["Shot", "ShotSpec", "make_depth_shot", "make_shot", "srgb_to_linear", "linear_to_srgb"]
+__all__ = ["DepthShotSpec", "Shot", "ShotSpec", "make_depth_shot", "make_shot", "srgb_to_linear", "linear_to_srgb"]
 
 # Scene pixels per frame pixel at zoom 1: supersampling keeps frames sharp and unaliased after warping.
 _SCENE_DENSITY = 1.25
@@ -478,6 +480,36 @@ class ShotSpec(_TakeSpec):
                        clean_height=self.height if self.clean_height is None else self.clean_height)
 
 
+@dataclass(frozen=True)
+class DepthShotSpec(_TakeSpec):
+    """What `make_depth_shot` renders: a set with depth filmed through a pinhole camera that moves in 3D.
+
+    `camera_motion` scales the hand-held move: sway 0.15 m x 0.08 m x 0.15 m, yaw 1 deg, pitch 0.7, roll 0.8.
+    The clean take retraces the plate camera's path in 3D with its own deviation; with `clean_deviation=0`,
+    the same timing and no exposure change it is the plate's exact background (up to noise). Both takes are
+    `width` x `height`.
+    """
+
+    maker: ClassVar[str] = "make_depth_shot"
+
+    # A locked-off plate: the plate camera does not move, only its sensor noise changes (the clean take is
+    # still hand-held around the same spot, scaled by `clean_deviation`).
+    plate_still: bool = False
+    # "person" (the figure of `make_shot`, `subject_scale` of the frame height), "closeup" (head and
+    # shoulders covering `subject_cover` of the frame) or None.
+    subject: str | None = "person"
+    subject_cover: float = 0.7  # the share of the frame a "closeup" subject covers
+    subject_still: bool = False  # the subject holds still (with `plate_still`: only the noise moves)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.subject not in (None, "person", "closeup"):
+            raise ValueError(f"subject must be 'person', 'closeup' or None, got {self.subject!r}")
+
+    def params(self) -> dict:
+        return {**super().params(), "depth": True}
+
+
 def _spec_from_call(kind: type, positional: tuple, spec, overrides: dict):
     """The resolved spec a generator call asks for: `spec` (default: `kind()`) with the positional options
     (`_POSITIONAL`, in order) and the keyword `overrides` applied. Unknown names raise TypeError."""
@@ -746,52 +778,25 @@ def _look_at(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ rx @ ry
 
 
-def make_depth_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_frames: int | None = None,
-                    seed: int = 0, *, camera_motion: float = 1.0, plate_still: bool = False,
-                    clean_deviation: float = 0.3, clean_offset: float = 0.0, clean_rate: float | None = None,
-                    exposure_stops: float = 0.3, white_balance: float = 0.03, noise: float = 0.01,
-                    subject: str | None = "person", subject_scale: float = 0.75, subject_cover: float = 0.7,
-                    subject_still: bool = False, lazy: bool = False) -> Shot:
-    """A shot of a scene with depth, filmed through a pinhole camera that moves in 3D.
-
-    The set: a far wall (10 m), a panel in mid distance (5 m) and a pillar near the camera (2.5 m), each a
-    textured plane composited back to front, so the near layers slide over the far ones as the camera
-    moves (parallax) and hide or uncover parts of them (occlusion). The focal length is the frame width.
-    The clean take retraces the plate camera's path in 3D with its own hand-held deviation
-    (`clean_deviation`, relative to the plate's motion); with `clean_deviation=0`, the same timing and no
-    exposure change the clean take is the plate's exact background (up to noise).
-
-      camera_motion  scales the hand-held move: sway 0.15 m x 0.08 m x 0.15 m, yaw 1 deg, pitch 0.7, roll 0.8.
-      plate_still    a locked-off plate: the plate camera does not move, only its sensor noise changes
-                     (the clean take is still hand-held around the same spot, scaled by `clean_deviation`).
-      subject        "person" (the figure of `make_shot`, `subject_scale` of the frame height), "closeup"
-                     (head and shoulders covering `subject_cover` of the frame) or None.
-      subject_still  the subject holds still (with `plate_still`: nothing in the plate moves but noise).
-    Other options as in `make_shot`. `Shot.backgrounds` holds the true background of each plate frame;
-    `plate_homographies` / `clean_homographies` are those of the far wall, for reference only.
-    """
-    if width < 16 or height < 16:
-        raise ValueError("make_depth_shot needs frames of at least 16 x 16 pixels")
-    if subject not in (None, "person", "closeup"):
-        raise ValueError(f"subject must be 'person', 'closeup' or None, got {subject!r}")
-    clean_frames = plate_frames if clean_frames is None else clean_frames
-    if plate_frames < 1 or clean_frames < 1:
-        raise ValueError("make_depth_shot needs at least one plate frame and one clean frame")
-    if clean_rate is None:
-        clean_rate = (plate_frames - 1) / (clean_frames - 1) if clean_frames > 1 else 1.0
-    rng = np.random.default_rng(seed)
-    f = float(width)
-    amp = camera_motion * np.array([0.15, 0.08, 0.15, np.radians(1.0), np.radians(0.7), np.radians(0.8)])
+def _depth_cameras(rng: np.random.Generator, spec: DepthShotSpec) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Plate and clean camera poses, one per frame: (x, y, z) in metres and (yaw, pitch, roll) in radians,
+    (6,) float64. The clean pass retraces the plate's path plus its own wander."""
+    amp = spec.camera_motion * np.array([0.15, 0.08, 0.15, np.radians(1.0), np.radians(0.7), np.radians(0.8)])
     path, wander = _smooth_path(rng, 6), _smooth_path(rng, 6)
-    plate_times = np.arange(plate_frames, dtype=np.float64)
-    clean_times = clean_offset + clean_rate * np.arange(clean_frames, dtype=np.float64)
+    plate_times, clean_times = spec.times()
 
-    def camera(t: float, deviation: float, still: bool) -> np.ndarray:
-        p = amp * (deviation * _eval_path(wander, t) + (0 if still else _eval_path(path, t)))
-        return np.concatenate([p[:3], p[3:]])
+    def camera(t: float, deviation: float) -> np.ndarray:
+        return amp * (deviation * _eval_path(wander, t) + (0 if spec.plate_still else _eval_path(path, t)))
 
-    # Layers: depth, extent in the frame at rest (fractions of width/height: x0, x1, y0, y1), and the
-    # margin the camera move needs around them.
+    return [camera(t, 0.0) for t in plate_times], [camera(t, spec.clean_deviation) for t in clean_times]
+
+
+def _depth_planes(rng: np.random.Generator, width: int, height: int) -> list[tuple]:
+    """The set, back to front: a far wall (10 m), a panel in mid distance (5 m), a pillar near the camera
+    (2.5 m). Each plane is (3x3 float64 texture pixel (u, v, 1) -> world point, texture Ht x Wt x 3 float32
+    sRGB at the plate's exposure, coverage Ht x Wt float32 0..1). The focal length is the frame width."""
+    f = float(width)
+    # Layers: depth and the horizontal place of the panel and the pillar (fractions of the half width).
     half_w, half_h = width / (2 * f), height / (2 * f)
     layers = [(10.0, None), (5.0, rng.uniform(-0.4, 0.0)), (2.5, rng.uniform(0.1, 0.3))]
     planes = []
@@ -816,90 +821,112 @@ def make_depth_shot(width: int = 640, height: int = 360, plate_frames: int = 8, 
             a = cv2.GaussianBlur(a, (0, 0), 0.6)
         # Texture pixel (u, v) -> world point (x0 + u * texel, y0 + v * texel, z).
         planes.append((np.array([[texel, 0, x0], [0, texel, y0], [0, 0, z]]), tex, a))
+    return planes
 
-    def homographies(pose: np.ndarray, size: tuple[int, int], fw: int) -> list[np.ndarray]:
-        cw_, ch_ = size
-        km = np.array([[f * cw_ / fw, 0, (cw_ - 1) / 2], [0, f * cw_ / fw, (ch_ - 1) / 2], [0, 0, 1]])
-        r = _look_at(*pose[3:])
-        out = []
-        for a_mat, _, _ in planes:
-            h = km @ r @ (a_mat - np.outer(pose[:3], [0, 0, 1]))
-            out.append(h / h[2, 2])
-        return out
 
-    gain = (2.0 ** exposure_stops) * (1 + rng.uniform(-white_balance, white_balance, 3))
-    clean_tex = [t if np.allclose(gain, 1) else
-                 np.clip(linear_to_srgb(srgb_to_linear(t) * gain.astype(np.float32)), 0, 1) for _, t, _ in planes]
-    plate_poses = [camera(t, 0.0, plate_still) for t in plate_times]
-    clean_poses = [camera(t, clean_deviation, plate_still) for t in clean_times]
-    plate_h = [homographies(p, (width, height), width) for p in plate_poses]
-    clean_h = [homographies(p, (width, height), width) for p in clean_poses]
+def _plane_homographies(planes: list[tuple], pose: np.ndarray, width: int, height: int) -> list[np.ndarray]:
+    """Per plane, the homography texture pixels -> frame pixels (3x3 float64, h[2, 2] = 1) of a camera at
+    `pose` (see `_depth_cameras`) with a width x height frame and a focal length of the frame width."""
+    f = float(width)
+    km = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]])
+    r = _look_at(*pose[3:])
+    out = []
+    for a_mat, _, _ in planes:
+        h = km @ r @ (a_mat - np.outer(pose[:3], [0, 0, 1]))
+        out.append(h / h[2, 2])
+    return out
 
-    def render(hs: list[np.ndarray], textures: list[np.ndarray]) -> np.ndarray:
+
+class _DepthFrames:
+    """Renders plate frame i (plate, alpha, foreground, true background) and clean frame j of a shot with
+    depth on demand, deterministically. Frames are H x W x 3 float32 sRGB 0..1, alpha H x W float32.
+
+    planes: see `_depth_planes`; gain: the clean take's linear-light gain (3,); poses: (plate, clean) camera
+    poses (see `_depth_cameras`); frame_seeds: (plate, clean) seeds of the per-frame noise generators.
+    """
+
+    def __init__(self, spec: DepthShotSpec, planes: list[tuple], gain: np.ndarray, poses: tuple,
+                 look: _SubjectLook, frame_seeds: np.ndarray):
+        self.spec, self.planes, self.look, self.frame_seeds = spec, planes, look, frame_seeds
+        self.plate_tex = [t for _, t, _ in planes]
+        self.clean_tex = [_regrade(t, gain) for t in self.plate_tex]
+        self.plate_h, self.clean_h = ([_plane_homographies(planes, p, spec.width, spec.height) for p in take]
+                                      for take in poses)
+        self.plate_times = spec.times()[0]
+        self.closeup_k = 0.0
+        if spec.subject == "closeup":
+            centre = spec.width * (0.5 + 0.12 * look.side)
+            self.closeup_k = _closeup_scale(spec.width, spec.height, spec.subject_cover, centre)
+        self._last: dict = {}
+
+    def _composite(self, hs: list[np.ndarray], textures: list[np.ndarray]) -> np.ndarray:
+        """The planes seen through one camera (homographies `hs`), composited back to front."""
+        size = (self.spec.width, self.spec.height)
         img = None
-        for h, tex, (_, _, a) in zip(hs, textures, planes, strict=True):
-            layer = cv2.warpPerspective(tex, h, (width, height), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REFLECT)
+        for h, tex, (_, _, a) in zip(hs, textures, self.planes, strict=True):
+            layer = cv2.warpPerspective(tex, h, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
             if img is None:
                 img = layer
                 continue
-            w = cv2.warpPerspective(a, h, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            w = cv2.warpPerspective(a, h, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             img = cv2.blendLinear(layer, img, w, 1 - w)
         return img
 
-    look = _random_look(rng)
-    closeup_k = _closeup_scale(width, height, subject_cover, width * (0.5 + 0.12 * look.side)) \
-        if subject == "closeup" else 0.0
-    frame_seeds = rng.integers(0, 2**63, size=2)
-    plate_tex = [t for _, t, _ in planes]
+    def _subject(self, i: int):
+        s = self.spec
+        t = 0.0 if s.subject_still else float(self.plate_times[i])
+        if s.subject == "closeup":
+            return _closeup_layers(self.look, t, s.width, s.height, self.closeup_k, s.subject_still)
+        return _subject_layers(self.look, t, s.width, s.height, s.subject_scale)
 
-    def layers_at(i: int):
-        t = 0.0 if subject_still else float(plate_times[i])
-        if subject == "closeup":
-            return _closeup_layers(look, t, width, height, closeup_k, subject_still)
-        return _subject_layers(look, t, width, height, subject_scale)
-
-    def render_background(i: int) -> np.ndarray:
-        return render(plate_h[i], plate_tex)
-
-    def render_all(i: int):
-        bg = render_background(i)
+    def render_plate(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(plate, alpha, foreground, background) of plate frame i."""
+        bg = self._composite(self.plate_h[i], self.plate_tex)
         img = bg.copy()
-        alpha = np.zeros((height, width), np.float32)
-        fg = np.zeros((height, width, 3), np.float32)
-        if subject:
-            a, colour, (x0, y0) = layers_at(i)
+        alpha = np.zeros((self.spec.height, self.spec.width), np.float32)
+        fg = np.zeros((self.spec.height, self.spec.width, 3), np.float32)
+        if self.spec.subject:
+            a, colour, (x0, y0) = self._subject(i)
             _blend_mask_float(img, a, colour, x0, y0)
             _paste(alpha, a, x0, y0)
             _paste(fg, colour * (a > 0)[..., None], x0, y0)
-        return _add_noise(img, noise, np.random.default_rng([int(frame_seeds[0]), i])), alpha, fg, bg
+        return _add_noise(img, self.spec.noise, np.random.default_rng([int(self.frame_seeds[0]), i])), alpha, fg, bg
 
-    def render_clean(j: int) -> np.ndarray:
-        img = render(clean_h[j], clean_tex)
-        return _add_noise(img, noise, np.random.default_rng([int(frame_seeds[1]), j]))
-
-    last: dict = {}
-
-    def part(k: int):
-        def get(i: int):
-            if i not in last:
-                last.clear()
-                last[i] = render_all(i)
-            return last[i][k]
+    def part(self, k: int):
+        """Frame index -> part k of `render_plate`; the four parts share one render of the latest frame."""
+        def get(i: int) -> np.ndarray:
+            if i not in self._last:
+                self._last.clear()
+                self._last[i] = self.render_plate(i)
+            return self._last[i][k]
         return get
 
-    # The four plate-side lists share one render per frame.
-    plate_seq, alpha_seq, fg_seq, bg_seq = (
-        (_LazyFrames(plate_frames, part(k)) for k in range(4)) if lazy else
-        (list(x) for x in zip(*map(render_all, range(plate_frames)), strict=True)))
-    clean_seq = _LazyFrames(clean_frames, render_clean) if lazy else [render_clean(j) for j in range(clean_frames)]
-    params = {"width": width, "height": height, "plate_frames": plate_frames, "clean_frames": clean_frames,
-              "seed": seed, "depth": True, "camera_motion": camera_motion, "plate_still": plate_still,
-              "clean_deviation": clean_deviation, "clean_offset": clean_offset, "clean_rate": clean_rate,
-              "exposure_stops": exposure_stops, "white_balance": white_balance, "noise": noise,
-              "subject": subject, "subject_scale": subject_scale, "subject_cover": subject_cover,
-              "subject_still": subject_still}
-    return Shot(plate=plate_seq, clean=clean_seq, alpha=alpha_seq, foreground=fg_seq,
-                plate_homographies=[h[0] for h in plate_h], clean_homographies=[h[0] for h in clean_h],
-                plate_times=plate_times, clean_times=clean_times, clean_gain=gain, plate_size=(width, height),
-                clean_size=(width, height), params=params, scene=planes[0][1], backgrounds=bg_seq)
+    def clean(self, j: int) -> np.ndarray:
+        img = self._composite(self.clean_h[j], self.clean_tex)
+        return _add_noise(img, self.spec.noise, np.random.default_rng([int(self.frame_seeds[1]), j]))
+
+
+def make_depth_shot(*positional, spec: DepthShotSpec | None = None, **overrides) -> Shot:
+    """A shot of a set with depth (`DepthShotSpec`), filmed through a pinhole camera that moves in 3D.
+
+    The far wall, mid panel and near pillar are textured planes composited back to front, so the near layers
+    slide over the far ones as the camera moves (parallax) and hide or uncover parts of them (occlusion).
+    Called as `make_shot` is: positional (width, height, plate_frames, clean_frames, seed) and keyword options,
+    or `make_depth_shot(spec=DepthShotSpec(...), **overrides)`. `Shot.backgrounds` holds the true background
+    of each plate frame; `plate_homographies` / `clean_homographies` are those of the far wall, for reference.
+    """
+    spec = _spec_from_call(DepthShotSpec, positional, spec, overrides)
+    rng = np.random.default_rng(spec.seed)
+    poses = _depth_cameras(rng, spec)
+    planes = _depth_planes(rng, spec.width, spec.height)
+    gain = _clean_gain(rng, spec)
+    look = _random_look(rng)
+    frames = _DepthFrames(spec, planes, gain, poses, look, rng.integers(0, 2**63, size=2))
+    plate, alpha, foreground, backgrounds = _frame_lists(spec.lazy, spec.plate_frames,
+                                                         [frames.part(k) for k in range(4)])
+    (clean,) = _frame_lists(spec.lazy, spec.clean_frames, (frames.clean,))
+    plate_times, clean_times = spec.times()
+    return Shot(plate=plate, clean=clean, alpha=alpha, foreground=foreground,
+                plate_homographies=[h[0] for h in frames.plate_h], clean_homographies=[h[0] for h in frames.clean_h],
+                plate_times=plate_times, clean_times=clean_times, clean_gain=gain, plate_size=(spec.width, spec.height),
+                clean_size=(spec.width, spec.height), params=spec.params(), scene=planes[0][1], backgrounds=backgrounds)
