@@ -282,7 +282,7 @@ def _subject_layers(look: _SubjectLook, t: float, width: int, height: int,
         elbow = shoulder + 0.17 * B * np.array([np.sin(a_up), np.cos(a_up)])
         hand = elbow + 0.16 * B * np.array([np.sin(a_lo), np.cos(a_lo)])
         cv2.line(body, P(*shoulder), P(*elbow), 255, arm_w, cv2.LINE_AA, 4)
-        cv2.line(body, P(*elbow), P(*hand), 255, int(arm_w * 0.85), cv2.LINE_AA, 4)
+        cv2.line(body, P(*elbow), P(*hand), 255, max(1, int(arm_w * 0.85)), cv2.LINE_AA, 4)
         cv2.circle(skin, P(*hand), int(0.03 * B * sub), 255, -1, cv2.LINE_AA, 4)
         hip = np.array([cx + sgn * 0.06 * B, yh - 0.02 * B])
         swing = 0.12 * np.sin(2 * np.pi * t / 30 + ph[8] + k * np.pi)

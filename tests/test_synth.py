@@ -133,6 +133,12 @@ def test_generation_is_deterministic_and_lazy_matches_eager():
     assert not np.array_equal(a.plate[0], c.plate[0])
 
 
+def test_small_frames_still_get_a_subject():
+    # Below about 54 px of height the forearm's stroke rounded to zero pixels and OpenCV refused to draw it.
+    s = make_shot(32, 16, plate_frames=1, clean_frames=1, seed=1)
+    assert s.alpha[0].max() > 0.5 and s.plate[0].shape == (16, 32, 3)
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError):
         make_shot(8, 8)
