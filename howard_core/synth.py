@@ -343,6 +343,7 @@ class Shot:
     clean_gain: per-channel linear-light gain of the clean take relative to the plate (exposure + balance).
     scene:      the scene plane itself, Hs x Ws x 3 float32 sRGB at the plate's exposure, in scene pixels
                 (what the homographies map from). For a scene with depth (`make_depth_shot`): its far wall.
+    params:     the resolved options: the spec's fields but `lazy` (and `depth: True` for a set with depth).
     backgrounds: scenes with depth only: the true noise-free background of every plate frame (plate
                 exposure, H x W x 3 float32 sRGB), since no homography maps a clean frame onto it.
     """
@@ -410,7 +411,7 @@ class _TakeSpec:
     in the defaults that depend on other options; `Shot.params` records the resolved values.
     """
 
-    maker: ClassVar[str] = "make_shot"  # the generator's name, for error messages
+    maker: ClassVar[str]  # the generator's name, for error messages
 
     width: int = 640  # plate frame width in pixels (odd sizes are fine)
     height: int = 360  # plate frame height in pixels
@@ -462,6 +463,8 @@ class ShotSpec(_TakeSpec):
     (1.5%). The plate is `width` x `height`; the clean take has its own size, in which its camera keeps the
     plate camera's field of view across its width.
     """
+
+    maker: ClassVar[str] = "make_shot"
 
     clean_width: int | None = None  # clean-take frame width in pixels; None: the plate's
     clean_height: int | None = None  # clean-take frame height in pixels; None: the plate's
@@ -546,7 +549,8 @@ def _regrade(img: np.ndarray, gain: np.ndarray) -> np.ndarray:
 
 def _frame_lists(lazy: bool, count: int, renders) -> list:
     """One frame list per render function (frame index -> array): lazy sequences, or lists rendered frame by
-    frame so that render functions sharing a memo of the latest frame (`_PlanarFrames`) render it once."""
+    frame so that render functions sharing a memo of the latest frame (the plate, alpha, ... of one frame)
+    render it once."""
     if lazy:
         return [_LazyFrames(count, render) for render in renders]
     per_frame = [tuple(render(i) for render in renders) for i in range(count)]
