@@ -1,10 +1,12 @@
 """Synthetic hand-held shots with ground truth: a plate with a subject and a clean take of the same scene.
 
-`make_shot(...)` returns a `Shot`: two takes of one textured planar scene filmed by a moving camera, the
-plate with a person-like subject composited over it and the clean take without, each with its own camera
-path (the clean pass retraces the plate's move approximately), clip length, start, exposure and sensor
-noise. Every frame comes with its exact scene->frame homography, so the true clean-frame-j -> plate-frame-i
-mapping is known (`Shot.clean_to_plate`), as are the subject's alpha and colour.
+`make_shot(...)` (its options: `ShotSpec`) returns a `Shot`: two takes of one textured planar scene filmed
+by a moving camera, the plate with a person-like subject composited over it and the clean take without,
+each with its own camera path (the clean pass retraces the plate's move approximately), clip length, start,
+exposure and sensor noise. Every frame comes with its exact scene->frame homography, so the true
+clean-frame-j -> plate-frame-i mapping is known (`Shot.clean_to_plate`), as are the subject's alpha and
+colour. `make_depth_shot(...)` (its options: `DepthShotSpec`) films a set with depth instead, and knows every
+plate frame's true background.
 
 Conventions (shared by every array here):
 
@@ -22,13 +24,15 @@ render on access (deterministically: frame k always has the same noise), for sho
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import ClassVar, Self
 
 import cv2
 import numpy as np
 
-__all__ = ["Shot", "make_depth_shot", "make_shot", "srgb_to_linear", "linear_to_srgb"]
+__all__ = ["DepthShotSpec", "Shot", "ShotSpec", "make_depth_shot", "make_shot", "srgb_to_linear", "linear_to_srgb"]
 
 # Scene pixels per frame pixel at zoom 1: supersampling keeps frames sharp and unaliased after warping.
 _SCENE_DENSITY = 1.25
@@ -278,7 +282,7 @@ def _subject_layers(look: _SubjectLook, t: float, width: int, height: int,
         elbow = shoulder + 0.17 * B * np.array([np.sin(a_up), np.cos(a_up)])
         hand = elbow + 0.16 * B * np.array([np.sin(a_lo), np.cos(a_lo)])
         cv2.line(body, P(*shoulder), P(*elbow), 255, arm_w, cv2.LINE_AA, 4)
-        cv2.line(body, P(*elbow), P(*hand), 255, int(arm_w * 0.85), cv2.LINE_AA, 4)
+        cv2.line(body, P(*elbow), P(*hand), 255, max(1, int(arm_w * 0.85)), cv2.LINE_AA, 4)
         cv2.circle(skin, P(*hand), int(0.03 * B * sub), 255, -1, cv2.LINE_AA, 4)
         hip = np.array([cx + sgn * 0.06 * B, yh - 0.02 * B])
         swing = 0.12 * np.sin(2 * np.pi * t / 30 + ph[8] + k * np.pi)
@@ -339,6 +343,7 @@ class Shot:
     clean_gain: per-channel linear-light gain of the clean take relative to the plate (exposure + balance).
     scene:      the scene plane itself, Hs x Ws x 3 float32 sRGB at the plate's exposure, in scene pixels
                 (what the homographies map from). For a scene with depth (`make_depth_shot`): its far wall.
+    params:     the resolved options: the spec's fields but `lazy` (and `depth: True` for a set with depth).
     backgrounds: scenes with depth only: the true noise-free background of every plate frame (plate
                 exposure, H x W x 3 float32 sRGB), since no homography maps a clean frame onto it.
     """
@@ -391,155 +396,300 @@ def _add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nd
     return cv2.max(img, (0.0, 0.0, 0.0, 0.0), dst=img)
 
 
-def make_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_frames: int | None = None,
-              seed: int = 0, *, clean_width: int | None = None, clean_height: int | None = None,
-              texture: str = "natural", camera_motion: float = 1.0, clean_deviation: float = 0.3,
-              clean_offset: float = 0.0, clean_rate: float | None = None, exposure_stops: float = 0.3,
-              white_balance: float = 0.03, flicker: float = 0.0, noise: float = 0.01, subject: bool = True,
-              subject_scale: float = 0.75, lazy: bool = False) -> Shot:
-    """Render a synthetic moving-camera shot with ground truth.
+# ---------------------------------------------------------------------------------------------------------
+# What to render
 
-    Sizes and counts:
-      width, height           plate frame size in pixels (odd sizes are fine).
-      plate_frames            number of plate frames.
-      clean_frames            number of clean-take frames (default: same as the plate).
-      clean_width/height      clean-take frame size (default: the plate's); the clean camera keeps the plate
-                              camera's field of view across its width.
-    Timing of the clean take, on the plate's timeline (units of plate frames):
-      clean_offset            plate time of clean frame 0.
-      clean_rate              plate frames per clean frame; default spans the same stretch of the move as
-                              the plate, so a linear mapping of the two frame ranges lines them up.
-    Camera and look:
-      texture                 "natural" (multi-scale noise, shapes, edges) or "tiles" (one tile repeated).
-      camera_motion           scales the plate camera's pan (4% of the width), roll (1.5 deg), zoom (4%)
-                              and keystone (1.5%).
-      clean_deviation         how far the clean pass strays from the plate's path, relative to that motion.
-      exposure_stops          clean-take exposure relative to the plate, in stops (linear light).
-      white_balance           random per-channel gain spread of the clean take (linear light).
-      flicker                 per-frame random display-space gain spread, both takes.
-      noise                   per-pixel sensor noise standard deviation, display space, both takes.
-      subject, subject_scale  composite the subject into the plate; its body height over frame height.
-      lazy                    frames render on access instead of up front.
+# The options the generators have always taken by position, in that order.
+_POSITIONAL = ("width", "height", "plate_frames", "clean_frames", "seed")
+
+
+@dataclass(frozen=True)
+class _TakeSpec:
+    """The options every kind of shot shares: sizes, the clean take's timing, the camera move and the look.
+
+    Frozen and checked on creation. Times are on the plate's timeline, in plate frames. `resolved()` fills
+    in the defaults that depend on other options; `Shot.params` records the resolved values.
     """
-    if width < 16 or height < 16:
-        raise ValueError("make_shot needs frames of at least 16 x 16 pixels")
-    clean_frames = plate_frames if clean_frames is None else clean_frames
-    if plate_frames < 1 or clean_frames < 1:
-        raise ValueError("make_shot needs at least one plate frame and one clean frame")
-    cw = width if clean_width is None else clean_width
-    ch = height if clean_height is None else clean_height
-    if clean_rate is None:
-        clean_rate = (plate_frames - 1) / (clean_frames - 1) if clean_frames > 1 else 1.0
-    rng = np.random.default_rng(seed)
 
-    # Camera paths: the plate's, and the clean pass = the plate's path plus its own smaller wander.
-    amp = camera_motion * np.array([0.04 * width, 0.03 * width, np.radians(1.5), 0.04, 0.015, 0.015])
+    maker: ClassVar[str]  # the generator's name, for error messages
+
+    width: int = 640  # plate frame width in pixels (odd sizes are fine)
+    height: int = 360  # plate frame height in pixels
+    plate_frames: int = 8  # number of plate frames
+    clean_frames: int | None = None  # number of clean-take frames; None: as many as the plate
+    seed: int = 0  # every random choice of the shot (scene, paths, subject, noise) follows from it
+    camera_motion: float = 1.0  # scales the plate camera's hand-held move (each kind says how large it is)
+    clean_deviation: float = 0.3  # how far the clean pass strays from the plate's path, relative to that move
+    clean_offset: float = 0.0  # plate time of clean frame 0
+    # Plate frames per clean frame; None: the clean take spans the same stretch of the move as the plate, so
+    # a linear mapping of the two frame ranges lines them up.
+    clean_rate: float | None = None
+    exposure_stops: float = 0.3  # clean-take exposure relative to the plate, in stops (linear light)
+    white_balance: float = 0.03  # spread of the clean take's random per-channel gain (linear light)
+    noise: float = 0.01  # per-pixel sensor noise standard deviation, display space, both takes
+    subject_scale: float = 0.75  # the person's body height over the frame height
+    lazy: bool = False  # frames render on access (deterministically) instead of up front
+
+    def __post_init__(self) -> None:
+        if self.width < 16 or self.height < 16:
+            raise ValueError(f"{self.maker} needs frames of at least 16 x 16 pixels")
+        if self.plate_frames < 1 or (self.clean_frames is not None and self.clean_frames < 1):
+            raise ValueError(f"{self.maker} needs at least one plate frame and one clean frame")
+
+    def resolved(self) -> Self:
+        """This spec with `clean_frames` and `clean_rate` filled in where they were left to their default."""
+        clean_frames = self.plate_frames if self.clean_frames is None else self.clean_frames
+        clean_rate = self.clean_rate
+        if clean_rate is None:
+            clean_rate = (self.plate_frames - 1) / (clean_frames - 1) if clean_frames > 1 else 1.0
+        return replace(self, clean_frames=clean_frames, clean_rate=clean_rate)
+
+    def times(self) -> tuple[np.ndarray, np.ndarray]:
+        """(plate_times, clean_times): when each frame of the takes was taken, float64 plate frames (resolved
+        spec)."""
+        plate_times = np.arange(self.plate_frames, dtype=np.float64)
+        return plate_times, self.clean_offset + self.clean_rate * np.arange(self.clean_frames, dtype=np.float64)
+
+    def params(self) -> dict:
+        """The options as `Shot.params` records them (resolved spec; `lazy` left out)."""
+        return {k: v for k, v in asdict(self).items() if k != "lazy"}
+
+
+@dataclass(frozen=True)
+class ShotSpec(_TakeSpec):
+    """What `make_shot` renders: one textured plane filmed by a hand-held camera, with a walking subject.
+
+    `camera_motion` scales the plate camera's pan (4% of the width), roll (1.5 deg), zoom (4%) and keystone
+    (1.5%). The plate is `width` x `height`; the clean take has its own size, in which its camera keeps the
+    plate camera's field of view across its width.
+    """
+
+    maker: ClassVar[str] = "make_shot"
+
+    clean_width: int | None = None  # clean-take frame width in pixels; None: the plate's
+    clean_height: int | None = None  # clean-take frame height in pixels; None: the plate's
+    texture: str = "natural"  # "natural" (multi-scale noise, shapes, edges) or "tiles" (one tile repeated)
+    flicker: float = 0.0  # per-frame random display-space gain spread, both takes
+    subject: bool = True  # composite the subject (`subject_scale` of the frame height) into the plate
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.texture not in ("natural", "tiles"):
+            raise ValueError(f"texture must be 'natural' or 'tiles', got {self.texture!r}")
+
+    def resolved(self) -> ShotSpec:
+        spec = super().resolved()
+        return replace(spec, clean_width=self.width if self.clean_width is None else self.clean_width,
+                       clean_height=self.height if self.clean_height is None else self.clean_height)
+
+
+@dataclass(frozen=True)
+class DepthShotSpec(_TakeSpec):
+    """What `make_depth_shot` renders: a set with depth filmed through a pinhole camera that moves in 3D.
+
+    `camera_motion` scales the hand-held move: sway 0.15 m x 0.08 m x 0.15 m, yaw 1 deg, pitch 0.7, roll 0.8.
+    The clean take retraces the plate camera's path in 3D with its own deviation; with `clean_deviation=0`,
+    the same timing and no exposure change it is the plate's exact background (up to noise). Both takes are
+    `width` x `height`.
+    """
+
+    maker: ClassVar[str] = "make_depth_shot"
+
+    # A locked-off plate: the plate camera does not move, only its sensor noise changes (the clean take is
+    # still hand-held around the same spot, scaled by `clean_deviation`).
+    plate_still: bool = False
+    # "person" (the figure of `make_shot`, `subject_scale` of the frame height), "closeup" (head and
+    # shoulders covering `subject_cover` of the frame) or None.
+    subject: str | None = "person"
+    subject_cover: float = 0.7  # the share of the frame a "closeup" subject covers
+    subject_still: bool = False  # the subject holds still (with `plate_still`: only the noise moves)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.subject not in (None, "person", "closeup"):
+            raise ValueError(f"subject must be 'person', 'closeup' or None, got {self.subject!r}")
+
+    def params(self) -> dict:
+        return {**super().params(), "depth": True}
+
+
+def _spec_from_call(kind: type, positional: tuple, spec, overrides: dict):
+    """The resolved spec a generator call asks for: `spec` (default: `kind()`) with the positional options
+    (`_POSITIONAL`, in order) and the keyword `overrides` applied. Unknown names raise TypeError."""
+    maker = kind.maker
+    if spec is not None and not isinstance(spec, kind):
+        raise TypeError(f"{maker}(spec=...) takes a {kind.__name__}, got {type(spec).__name__}")
+    if len(positional) > len(_POSITIONAL):
+        raise TypeError(f"{maker}() takes at most {len(_POSITIONAL)} positional arguments "
+                        f"({', '.join(_POSITIONAL)}), got {len(positional)}")
+    named = dict(zip(_POSITIONAL, positional, strict=False))
+    names = [f.name for f in fields(kind)]
+    for name in overrides:
+        if name in named:
+            raise TypeError(f"{maker}() got multiple values for argument {name!r}")
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"{kind.__name__} has {', '.join(names)}"
+            raise TypeError(f"{maker}() got an unexpected keyword argument {name!r}; {hint}")
+    return replace(kind() if spec is None else spec, **named, **overrides).resolved()
+
+
+def _clean_gain(rng: np.random.Generator, spec: _TakeSpec) -> np.ndarray:
+    """The clean take's per-channel gain relative to the plate, (3,) float64 linear light: exposure + balance."""
+    return (2.0 ** spec.exposure_stops) * (1 + rng.uniform(-spec.white_balance, spec.white_balance, 3))
+
+
+def _regrade(img: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """sRGB `img` (H x W x 3 float32) at the clean take's exposure: `gain` applied in linear light, clipped to
+    0..1 (`img` itself where the gain is 1)."""
+    if np.allclose(gain, 1):
+        return img
+    return np.clip(linear_to_srgb(srgb_to_linear(img) * gain.astype(np.float32)), 0, 1)
+
+
+def _frame_lists(lazy: bool, count: int, renders) -> list:
+    """One frame list per render function (frame index -> array): lazy sequences, or lists rendered frame by
+    frame so that render functions sharing a memo of the latest frame (the plate, alpha, ... of one frame)
+    render it once."""
+    if lazy:
+        return [_LazyFrames(count, render) for render in renders]
+    per_frame = [tuple(render(i) for render in renders) for i in range(count)]
+    return [list(x) for x in zip(*per_frame, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A planar shot
+
+
+def _planar_cameras(rng: np.random.Generator, spec: ShotSpec) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Plate and clean cameras, one 3x3 float64 per frame: centred camera coordinates -> frame pixels.
+
+    The clean pass is the plate's path plus its own smaller wander; its camera scales to its own width.
+    """
+    width, height, cw, ch = spec.width, spec.height, spec.clean_width, spec.clean_height
+    amp = spec.camera_motion * np.array([0.04 * width, 0.03 * width, np.radians(1.5), 0.04, 0.015, 0.015])
     path = _smooth_path(rng, 6)
     wander = _smooth_path(rng, 6)
-    plate_times = np.arange(plate_frames, dtype=np.float64)
-    clean_times = clean_offset + clean_rate * np.arange(clean_frames, dtype=np.float64)
+    plate_times, clean_times = spec.times()
 
     def pose(t: float, deviation: float) -> np.ndarray:
         return amp * (_eval_path(path, t) + deviation * _eval_path(wander, t))
 
-    # Frame pixel <- centred camera coordinates; the clean camera scales to its own width.
     to_plate = _translate((width - 1) / 2, (height - 1) / 2)
     to_clean = _translate((cw - 1) / 2, (ch - 1) / 2) @ _scale(cw / width)
     cam_plate = [to_plate @ _pose_matrix(pose(t, 0.0), width) for t in plate_times]
-    cam_clean = [to_clean @ _pose_matrix(pose(t, clean_deviation), width) for t in clean_times]
+    cam_clean = [to_clean @ _pose_matrix(pose(t, spec.clean_deviation), width) for t in clean_times]
+    return cam_plate, cam_clean
 
-    # Scene extent: everything any frame sees, in centred camera units, plus a margin.
+
+def _planar_scene_frame(spec: ShotSpec, cam_plate: list[np.ndarray], cam_clean: list[np.ndarray]):
+    """Where the scene plane lies: ((width, height) in scene pixels, scene pixels per frame pixel, plate and
+    clean homographies scene pixels -> frame pixels, 3x3 float64 with h[2, 2] = 1).
+
+    The plane covers everything any frame sees, plus a margin.
+    """
     pts = []
-    for cams, (fw, fh) in ((cam_plate, (width, height)), (cam_clean, (cw, ch))):
+    for cams, (fw, fh) in ((cam_plate, (spec.width, spec.height)), (cam_clean, (spec.clean_width, spec.clean_height))):
         corners = np.array([[0, 0, 1], [fw - 1, 0, 1], [fw - 1, fh - 1, 1], [0, fh - 1, 1]], np.float64).T
         for cam in cams:
             p = np.linalg.inv(cam) @ corners
             pts.append((p[:2] / p[2]).T)
     pts = np.concatenate(pts)
-    unit = _SCENE_DENSITY * max(1.0, cw / width)
+    unit = _SCENE_DENSITY * max(1.0, spec.clean_width / spec.width)
     lo, hi = pts.min(0) - 8, pts.max(0) + 8
-    sw, sh = (int(np.ceil((hi - lo)[k] * unit)) + 1 for k in (0, 1))
+    size = tuple(int(np.ceil((hi - lo)[k] * unit)) + 1 for k in (0, 1))
     # Scene pixel -> centred camera units.
     from_scene = _translate(*lo) @ _scale(1 / unit)
     plate_h = [c @ from_scene for c in cam_plate]
     clean_h = [c @ from_scene for c in cam_clean]
-    plate_h = [h / h[2, 2] for h in plate_h]
-    clean_h = [h / h[2, 2] for h in clean_h]
+    return size, unit, [h / h[2, 2] for h in plate_h], [h / h[2, 2] for h in clean_h]
 
-    scene = _render_scene(rng, sw, sh, unit, width, height, texture)
-    gain = (2.0 ** exposure_stops) * (1 + rng.uniform(-white_balance, white_balance, 3))
-    if np.allclose(gain, 1):
-        clean_scene = scene
-    else:
-        clean_scene = np.clip(linear_to_srgb(srgb_to_linear(scene) * gain.astype(np.float32)), 0, 1)
 
-    look = _random_look(rng)
-    frame_seeds = rng.integers(0, 2**63, size=2)
+class _PlanarFrames:
+    """Renders frame k of either take of a planar shot on demand (deterministically: the same noise and
+    flicker every time). Frames are H x W x 3 float32 sRGB 0..1, alpha H x W float32.
 
-    def frame_rng(take: int, k: int) -> np.random.Generator:
-        return np.random.default_rng([int(frame_seeds[take]), k])
+    scenes:       (plate, clean) scene planes, Hs x Ws x 3 float32 sRGB, the clean one at its own exposure.
+    homographies: (plate, clean) lists of 3x3 float64, scene pixels -> frame pixels.
+    frame_seeds:  (plate, clean) seeds of the per-frame noise generators.
+    """
 
-    last_subject: dict = {}
+    def __init__(self, spec: ShotSpec, scenes: tuple, homographies: tuple, look: _SubjectLook,
+                 frame_seeds: np.ndarray):
+        self.spec, self.scenes, self.homographies = spec, scenes, homographies
+        self.look, self.frame_seeds = look, frame_seeds
+        self.plate_times = spec.times()[0]
+        self._last_subject: dict = {}
 
-    def subject_layers(i: int):
+    def _subject(self, i: int):
         # The plate, alpha and foreground of one frame share a render; keep only the latest.
-        if i not in last_subject:
-            last_subject.clear()
-            last_subject[i] = _subject_layers(look, float(plate_times[i]), width, height, subject_scale)
-        return last_subject[i]
+        if i not in self._last_subject:
+            self._last_subject.clear()
+            s = self.spec
+            self._last_subject[i] = _subject_layers(self.look, float(self.plate_times[i]), s.width, s.height,
+                                                    s.subject_scale)
+        return self._last_subject[i]
 
-    def view(take: int, k: int, plane: np.ndarray, h: np.ndarray, size: tuple[int, int]):
-        """Frame k of a take: the scene plane through the camera, with this frame's flicker."""
-        r = frame_rng(take, k)
-        img = cv2.warpPerspective(plane, h, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        if flicker:
-            img *= np.float32(1 + flicker * r.standard_normal())
+    def _view(self, take: int, k: int, size: tuple[int, int]):
+        """Frame k of a take (0 plate, 1 clean): the scene plane through the camera, with this frame's flicker;
+        returns it and the frame's generator, which then draws its noise."""
+        r = np.random.default_rng([int(self.frame_seeds[take]), k])
+        img = cv2.warpPerspective(self.scenes[take], self.homographies[take][k], size, flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REFLECT)
+        if self.spec.flicker:
+            img *= np.float32(1 + self.spec.flicker * r.standard_normal())
         return img, r
 
-    def render_plate(i: int) -> np.ndarray:
-        img, r = view(0, i, scene, plate_h[i], (width, height))
-        if subject:
-            a, fg, (x0, y0) = subject_layers(i)
+    def plate(self, i: int) -> np.ndarray:
+        img, r = self._view(0, i, (self.spec.width, self.spec.height))
+        if self.spec.subject:
+            a, fg, (x0, y0) = self._subject(i)
             _blend_mask_float(img, a, fg, x0, y0)
-        return _add_noise(img, noise, r)
+        return _add_noise(img, self.spec.noise, r)
 
-    def render_clean(j: int) -> np.ndarray:
-        img, r = view(1, j, clean_scene, clean_h[j], (cw, ch))
-        return _add_noise(img, noise, r)
+    def clean(self, j: int) -> np.ndarray:
+        img, r = self._view(1, j, (self.spec.clean_width, self.spec.clean_height))
+        return _add_noise(img, self.spec.noise, r)
 
-    def render_alpha(i: int) -> np.ndarray:
-        out = np.zeros((height, width), np.float32)
-        if subject:
-            a, _, (x0, y0) = subject_layers(i)
+    def alpha(self, i: int) -> np.ndarray:
+        out = np.zeros((self.spec.height, self.spec.width), np.float32)
+        if self.spec.subject:
+            a, _, (x0, y0) = self._subject(i)
             _paste(out, a, x0, y0)
         return out
 
-    def render_foreground(i: int) -> np.ndarray:
-        out = np.zeros((height, width, 3), np.float32)
-        if subject:
-            a, fg, (x0, y0) = subject_layers(i)
+    def foreground(self, i: int) -> np.ndarray:
+        out = np.zeros((self.spec.height, self.spec.width, 3), np.float32)
+        if self.spec.subject:
+            a, fg, (x0, y0) = self._subject(i)
             _paste(out, fg * (a > 0)[..., None], x0, y0)
         return out
 
-    if lazy:
-        plate_seqs = [_LazyFrames(plate_frames, r) for r in (render_plate, render_alpha, render_foreground)]
-        clean_seq = _LazyFrames(clean_frames, render_clean)
-    else:
-        # Frame by frame, so that each subject render serves all three lists.
-        per_frame = [(render_plate(i), render_alpha(i), render_foreground(i)) for i in range(plate_frames)]
-        plate_seqs = [list(x) for x in zip(*per_frame, strict=True)]
-        clean_seq = [render_clean(j) for j in range(clean_frames)]
 
-    params = dict(width=width, height=height, plate_frames=plate_frames, clean_frames=clean_frames, seed=seed,
-                  clean_width=cw, clean_height=ch, texture=texture, camera_motion=camera_motion,
-                  clean_deviation=clean_deviation, clean_offset=clean_offset, clean_rate=clean_rate,
-                  exposure_stops=exposure_stops, white_balance=white_balance, flicker=flicker, noise=noise,
-                  subject=subject, subject_scale=subject_scale)
-    return Shot(plate=plate_seqs[0], clean=clean_seq,
-                alpha=plate_seqs[1], foreground=plate_seqs[2],
-                plate_homographies=plate_h, clean_homographies=clean_h, plate_times=plate_times,
-                clean_times=clean_times, clean_gain=gain, plate_size=(width, height), clean_size=(cw, ch),
-                params=params, scene=scene)
+def make_shot(*positional, spec: ShotSpec | None = None, **overrides) -> Shot:
+    """Render a synthetic moving-camera shot of a textured plane, with ground truth.
+
+    Called as it always was, `make_shot(width, height, plate_frames, clean_frames, seed, **options)` (any of
+    them by keyword too), or from a spec: `make_shot(spec=ShotSpec(...), **overrides)`. The options and their
+    meaning are `ShotSpec`'s fields; an unknown name raises TypeError, a bad value ValueError.
+    """
+    spec = _spec_from_call(ShotSpec, positional, spec, overrides)
+    rng = np.random.default_rng(spec.seed)
+    cam_plate, cam_clean = _planar_cameras(rng, spec)
+    (sw, sh), unit, plate_h, clean_h = _planar_scene_frame(spec, cam_plate, cam_clean)
+    scene = _render_scene(rng, sw, sh, unit, spec.width, spec.height, spec.texture)
+    gain = _clean_gain(rng, spec)
+    look = _random_look(rng)
+    frames = _PlanarFrames(spec, (scene, _regrade(scene, gain)), (plate_h, clean_h), look,
+                           rng.integers(0, 2**63, size=2))
+    plate, alpha, foreground = _frame_lists(spec.lazy, spec.plate_frames,
+                                            (frames.plate, frames.alpha, frames.foreground))
+    (clean,) = _frame_lists(spec.lazy, spec.clean_frames, (frames.clean,))
+    plate_times, clean_times = spec.times()
+    return Shot(plate=plate, clean=clean, alpha=alpha, foreground=foreground, plate_homographies=plate_h,
+                clean_homographies=clean_h, plate_times=plate_times, clean_times=clean_times, clean_gain=gain,
+                plate_size=(spec.width, spec.height), clean_size=(spec.clean_width, spec.clean_height),
+                params=spec.params(), scene=scene)
 
 
 def _window(shape: tuple[int, int], h: int, w: int, x0: int, y0: int):
@@ -632,52 +782,25 @@ def _look_at(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ rx @ ry
 
 
-def make_depth_shot(width: int = 640, height: int = 360, plate_frames: int = 8, clean_frames: int | None = None,
-                    seed: int = 0, *, camera_motion: float = 1.0, plate_still: bool = False,
-                    clean_deviation: float = 0.3, clean_offset: float = 0.0, clean_rate: float | None = None,
-                    exposure_stops: float = 0.3, white_balance: float = 0.03, noise: float = 0.01,
-                    subject: str | None = "person", subject_scale: float = 0.75, subject_cover: float = 0.7,
-                    subject_still: bool = False, lazy: bool = False) -> Shot:
-    """A shot of a scene with depth, filmed through a pinhole camera that moves in 3D.
-
-    The set: a far wall (10 m), a panel in mid distance (5 m) and a pillar near the camera (2.5 m), each a
-    textured plane composited back to front, so the near layers slide over the far ones as the camera
-    moves (parallax) and hide or uncover parts of them (occlusion). The focal length is the frame width.
-    The clean take retraces the plate camera's path in 3D with its own hand-held deviation
-    (`clean_deviation`, relative to the plate's motion); with `clean_deviation=0`, the same timing and no
-    exposure change the clean take is the plate's exact background (up to noise).
-
-      camera_motion  scales the hand-held move: sway 0.15 m x 0.08 m x 0.15 m, yaw 1 deg, pitch 0.7, roll 0.8.
-      plate_still    a locked-off plate: the plate camera does not move, only its sensor noise changes
-                     (the clean take is still hand-held around the same spot, scaled by `clean_deviation`).
-      subject        "person" (the figure of `make_shot`, `subject_scale` of the frame height), "closeup"
-                     (head and shoulders covering `subject_cover` of the frame) or None.
-      subject_still  the subject holds still (with `plate_still`: nothing in the plate moves but noise).
-    Other options as in `make_shot`. `Shot.backgrounds` holds the true background of each plate frame;
-    `plate_homographies` / `clean_homographies` are those of the far wall, for reference only.
-    """
-    if width < 16 or height < 16:
-        raise ValueError("make_depth_shot needs frames of at least 16 x 16 pixels")
-    if subject not in (None, "person", "closeup"):
-        raise ValueError(f"subject must be 'person', 'closeup' or None, got {subject!r}")
-    clean_frames = plate_frames if clean_frames is None else clean_frames
-    if plate_frames < 1 or clean_frames < 1:
-        raise ValueError("make_depth_shot needs at least one plate frame and one clean frame")
-    if clean_rate is None:
-        clean_rate = (plate_frames - 1) / (clean_frames - 1) if clean_frames > 1 else 1.0
-    rng = np.random.default_rng(seed)
-    f = float(width)
-    amp = camera_motion * np.array([0.15, 0.08, 0.15, np.radians(1.0), np.radians(0.7), np.radians(0.8)])
+def _depth_cameras(rng: np.random.Generator, spec: DepthShotSpec) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Plate and clean camera poses, one per frame: (x, y, z) in metres and (yaw, pitch, roll) in radians,
+    (6,) float64. The clean pass retraces the plate's path plus its own wander."""
+    amp = spec.camera_motion * np.array([0.15, 0.08, 0.15, np.radians(1.0), np.radians(0.7), np.radians(0.8)])
     path, wander = _smooth_path(rng, 6), _smooth_path(rng, 6)
-    plate_times = np.arange(plate_frames, dtype=np.float64)
-    clean_times = clean_offset + clean_rate * np.arange(clean_frames, dtype=np.float64)
+    plate_times, clean_times = spec.times()
 
-    def camera(t: float, deviation: float, still: bool) -> np.ndarray:
-        p = amp * (deviation * _eval_path(wander, t) + (0 if still else _eval_path(path, t)))
-        return np.concatenate([p[:3], p[3:]])
+    def camera(t: float, deviation: float) -> np.ndarray:
+        return amp * (deviation * _eval_path(wander, t) + (0 if spec.plate_still else _eval_path(path, t)))
 
-    # Layers: depth, extent in the frame at rest (fractions of width/height: x0, x1, y0, y1), and the
-    # margin the camera move needs around them.
+    return [camera(t, 0.0) for t in plate_times], [camera(t, spec.clean_deviation) for t in clean_times]
+
+
+def _depth_planes(rng: np.random.Generator, width: int, height: int) -> list[tuple]:
+    """The set, back to front: a far wall (10 m), a panel in mid distance (5 m), a pillar near the camera
+    (2.5 m). Each plane is (3x3 float64 texture pixel (u, v, 1) -> world point, texture Ht x Wt x 3 float32
+    sRGB at the plate's exposure, coverage Ht x Wt float32 0..1). The focal length is the frame width."""
+    f = float(width)
+    # Layers: depth and the horizontal place of the panel and the pillar (fractions of the half width).
     half_w, half_h = width / (2 * f), height / (2 * f)
     layers = [(10.0, None), (5.0, rng.uniform(-0.4, 0.0)), (2.5, rng.uniform(0.1, 0.3))]
     planes = []
@@ -702,90 +825,112 @@ def make_depth_shot(width: int = 640, height: int = 360, plate_frames: int = 8, 
             a = cv2.GaussianBlur(a, (0, 0), 0.6)
         # Texture pixel (u, v) -> world point (x0 + u * texel, y0 + v * texel, z).
         planes.append((np.array([[texel, 0, x0], [0, texel, y0], [0, 0, z]]), tex, a))
+    return planes
 
-    def homographies(pose: np.ndarray, size: tuple[int, int], fw: int) -> list[np.ndarray]:
-        cw_, ch_ = size
-        km = np.array([[f * cw_ / fw, 0, (cw_ - 1) / 2], [0, f * cw_ / fw, (ch_ - 1) / 2], [0, 0, 1]])
-        r = _look_at(*pose[3:])
-        out = []
-        for a_mat, _, _ in planes:
-            h = km @ r @ (a_mat - np.outer(pose[:3], [0, 0, 1]))
-            out.append(h / h[2, 2])
-        return out
 
-    gain = (2.0 ** exposure_stops) * (1 + rng.uniform(-white_balance, white_balance, 3))
-    clean_tex = [t if np.allclose(gain, 1) else
-                 np.clip(linear_to_srgb(srgb_to_linear(t) * gain.astype(np.float32)), 0, 1) for _, t, _ in planes]
-    plate_poses = [camera(t, 0.0, plate_still) for t in plate_times]
-    clean_poses = [camera(t, clean_deviation, plate_still) for t in clean_times]
-    plate_h = [homographies(p, (width, height), width) for p in plate_poses]
-    clean_h = [homographies(p, (width, height), width) for p in clean_poses]
+def _plane_homographies(planes: list[tuple], pose: np.ndarray, width: int, height: int) -> list[np.ndarray]:
+    """Per plane, the homography texture pixels -> frame pixels (3x3 float64, h[2, 2] = 1) of a camera at
+    `pose` (see `_depth_cameras`) with a width x height frame and a focal length of the frame width."""
+    f = float(width)
+    km = np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]])
+    r = _look_at(*pose[3:])
+    out = []
+    for a_mat, _, _ in planes:
+        h = km @ r @ (a_mat - np.outer(pose[:3], [0, 0, 1]))
+        out.append(h / h[2, 2])
+    return out
 
-    def render(hs: list[np.ndarray], textures: list[np.ndarray]) -> np.ndarray:
+
+class _DepthFrames:
+    """Renders plate frame i (plate, alpha, foreground, true background) and clean frame j of a shot with
+    depth on demand, deterministically. Frames are H x W x 3 float32 sRGB 0..1, alpha H x W float32.
+
+    planes: see `_depth_planes`; gain: the clean take's linear-light gain (3,); poses: (plate, clean) camera
+    poses (see `_depth_cameras`); frame_seeds: (plate, clean) seeds of the per-frame noise generators.
+    """
+
+    def __init__(self, spec: DepthShotSpec, planes: list[tuple], gain: np.ndarray, poses: tuple,
+                 look: _SubjectLook, frame_seeds: np.ndarray):
+        self.spec, self.planes, self.look, self.frame_seeds = spec, planes, look, frame_seeds
+        self.plate_tex = [t for _, t, _ in planes]
+        self.clean_tex = [_regrade(t, gain) for t in self.plate_tex]
+        self.plate_h, self.clean_h = ([_plane_homographies(planes, p, spec.width, spec.height) for p in take]
+                                      for take in poses)
+        self.plate_times = spec.times()[0]
+        self.closeup_k = 0.0
+        if spec.subject == "closeup":
+            centre = spec.width * (0.5 + 0.12 * look.side)
+            self.closeup_k = _closeup_scale(spec.width, spec.height, spec.subject_cover, centre)
+        self._last: dict = {}
+
+    def _composite(self, hs: list[np.ndarray], textures: list[np.ndarray]) -> np.ndarray:
+        """The planes seen through one camera (homographies `hs`), composited back to front."""
+        size = (self.spec.width, self.spec.height)
         img = None
-        for h, tex, (_, _, a) in zip(hs, textures, planes, strict=True):
-            layer = cv2.warpPerspective(tex, h, (width, height), flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REFLECT)
+        for h, tex, (_, _, a) in zip(hs, textures, self.planes, strict=True):
+            layer = cv2.warpPerspective(tex, h, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
             if img is None:
                 img = layer
                 continue
-            w = cv2.warpPerspective(a, h, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            w = cv2.warpPerspective(a, h, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             img = cv2.blendLinear(layer, img, w, 1 - w)
         return img
 
-    look = _random_look(rng)
-    closeup_k = _closeup_scale(width, height, subject_cover, width * (0.5 + 0.12 * look.side)) \
-        if subject == "closeup" else 0.0
-    frame_seeds = rng.integers(0, 2**63, size=2)
-    plate_tex = [t for _, t, _ in planes]
+    def _subject(self, i: int):
+        s = self.spec
+        t = 0.0 if s.subject_still else float(self.plate_times[i])
+        if s.subject == "closeup":
+            return _closeup_layers(self.look, t, s.width, s.height, self.closeup_k, s.subject_still)
+        return _subject_layers(self.look, t, s.width, s.height, s.subject_scale)
 
-    def layers_at(i: int):
-        t = 0.0 if subject_still else float(plate_times[i])
-        if subject == "closeup":
-            return _closeup_layers(look, t, width, height, closeup_k, subject_still)
-        return _subject_layers(look, t, width, height, subject_scale)
-
-    def render_background(i: int) -> np.ndarray:
-        return render(plate_h[i], plate_tex)
-
-    def render_all(i: int):
-        bg = render_background(i)
+    def render_plate(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(plate, alpha, foreground, background) of plate frame i."""
+        bg = self._composite(self.plate_h[i], self.plate_tex)
         img = bg.copy()
-        alpha = np.zeros((height, width), np.float32)
-        fg = np.zeros((height, width, 3), np.float32)
-        if subject:
-            a, colour, (x0, y0) = layers_at(i)
+        alpha = np.zeros((self.spec.height, self.spec.width), np.float32)
+        fg = np.zeros((self.spec.height, self.spec.width, 3), np.float32)
+        if self.spec.subject:
+            a, colour, (x0, y0) = self._subject(i)
             _blend_mask_float(img, a, colour, x0, y0)
             _paste(alpha, a, x0, y0)
             _paste(fg, colour * (a > 0)[..., None], x0, y0)
-        return _add_noise(img, noise, np.random.default_rng([int(frame_seeds[0]), i])), alpha, fg, bg
+        return _add_noise(img, self.spec.noise, np.random.default_rng([int(self.frame_seeds[0]), i])), alpha, fg, bg
 
-    def render_clean(j: int) -> np.ndarray:
-        img = render(clean_h[j], clean_tex)
-        return _add_noise(img, noise, np.random.default_rng([int(frame_seeds[1]), j]))
-
-    last: dict = {}
-
-    def part(k: int):
-        def get(i: int):
-            if i not in last:
-                last.clear()
-                last[i] = render_all(i)
-            return last[i][k]
+    def part(self, k: int):
+        """Frame index -> part k of `render_plate`; the four parts share one render of the latest frame."""
+        def get(i: int) -> np.ndarray:
+            if i not in self._last:
+                self._last.clear()
+                self._last[i] = self.render_plate(i)
+            return self._last[i][k]
         return get
 
-    # The four plate-side lists share one render per frame.
-    plate_seq, alpha_seq, fg_seq, bg_seq = (
-        (_LazyFrames(plate_frames, part(k)) for k in range(4)) if lazy else
-        (list(x) for x in zip(*map(render_all, range(plate_frames)), strict=True)))
-    clean_seq = _LazyFrames(clean_frames, render_clean) if lazy else [render_clean(j) for j in range(clean_frames)]
-    params = {"width": width, "height": height, "plate_frames": plate_frames, "clean_frames": clean_frames,
-              "seed": seed, "depth": True, "camera_motion": camera_motion, "plate_still": plate_still,
-              "clean_deviation": clean_deviation, "clean_offset": clean_offset, "clean_rate": clean_rate,
-              "exposure_stops": exposure_stops, "white_balance": white_balance, "noise": noise,
-              "subject": subject, "subject_scale": subject_scale, "subject_cover": subject_cover,
-              "subject_still": subject_still}
-    return Shot(plate=plate_seq, clean=clean_seq, alpha=alpha_seq, foreground=fg_seq,
-                plate_homographies=[h[0] for h in plate_h], clean_homographies=[h[0] for h in clean_h],
-                plate_times=plate_times, clean_times=clean_times, clean_gain=gain, plate_size=(width, height),
-                clean_size=(width, height), params=params, scene=planes[0][1], backgrounds=bg_seq)
+    def clean(self, j: int) -> np.ndarray:
+        img = self._composite(self.clean_h[j], self.clean_tex)
+        return _add_noise(img, self.spec.noise, np.random.default_rng([int(self.frame_seeds[1]), j]))
+
+
+def make_depth_shot(*positional, spec: DepthShotSpec | None = None, **overrides) -> Shot:
+    """A shot of a set with depth (`DepthShotSpec`), filmed through a pinhole camera that moves in 3D.
+
+    The far wall, mid panel and near pillar are textured planes composited back to front, so the near layers
+    slide over the far ones as the camera moves (parallax) and hide or uncover parts of them (occlusion).
+    Called as `make_shot` is: positional (width, height, plate_frames, clean_frames, seed) and keyword options,
+    or `make_depth_shot(spec=DepthShotSpec(...), **overrides)`. `Shot.backgrounds` holds the true background
+    of each plate frame; `plate_homographies` / `clean_homographies` are those of the far wall, for reference.
+    """
+    spec = _spec_from_call(DepthShotSpec, positional, spec, overrides)
+    rng = np.random.default_rng(spec.seed)
+    poses = _depth_cameras(rng, spec)
+    planes = _depth_planes(rng, spec.width, spec.height)
+    gain = _clean_gain(rng, spec)
+    look = _random_look(rng)
+    frames = _DepthFrames(spec, planes, gain, poses, look, rng.integers(0, 2**63, size=2))
+    plate, alpha, foreground, backgrounds = _frame_lists(spec.lazy, spec.plate_frames,
+                                                         [frames.part(k) for k in range(4)])
+    (clean,) = _frame_lists(spec.lazy, spec.clean_frames, (frames.clean,))
+    plate_times, clean_times = spec.times()
+    return Shot(plate=plate, clean=clean, alpha=alpha, foreground=foreground,
+                plate_homographies=[h[0] for h in frames.plate_h], clean_homographies=[h[0] for h in frames.clean_h],
+                plate_times=plate_times, clean_times=clean_times, clean_gain=gain, plate_size=(spec.width, spec.height),
+                clean_size=(spec.width, spec.height), params=spec.params(), scene=planes[0][1], backgrounds=backgrounds)

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from howard_core.synth import linear_to_srgb, make_shot, srgb_to_linear
+from howard_core.synth import DepthShotSpec, ShotSpec, linear_to_srgb, make_depth_shot, make_shot, srgb_to_linear
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +133,45 @@ def test_generation_is_deterministic_and_lazy_matches_eager():
     assert not np.array_equal(a.plate[0], c.plate[0])
 
 
+def test_small_frames_still_get_a_subject():
+    # Below about 54 px of height the forearm's stroke rounded to zero pixels and OpenCV refused to draw it.
+    s = make_shot(32, 16, plate_frames=1, clean_frames=1, seed=1)
+    assert s.alpha[0].max() > 0.5 and s.plate[0].shape == (16, 32, 3)
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError):
         make_shot(8, 8)
     with pytest.raises(ValueError):
         make_shot(64, 64, texture="bricks")
+
+
+def test_a_spec_with_overrides_renders_what_the_same_keywords_render():
+    spec = ShotSpec(width=96, height=64, plate_frames=2, clean_frames=3, seed=4, clean_width=120, clean_height=80)
+    a = make_shot(spec=spec, noise=0.0)
+    b = make_shot(96, 64, 2, 3, 4, clean_width=120, clean_height=80, noise=0.0)
+    for x, y in zip([*a.plate, *a.alpha, *a.clean], [*b.plate, *b.alpha, *b.clean], strict=True):
+        assert np.array_equal(x, y)
+    assert spec.noise == 0.01  # the spec itself is left as it was
+    # The record holds the resolved values: the clean take's default rate spans the plate's stretch.
+    assert a.params["clean_rate"] == 0.5 and a.params["noise"] == 0.0 and "lazy" not in a.params
+    d = make_depth_shot(spec=DepthShotSpec(width=64, height=64, plate_frames=1), subject=None)
+    assert d.params["depth"] is True and d.params["clean_frames"] == 1 and d.params["subject"] is None
+
+
+def test_unknown_or_repeated_options_are_named_in_the_error():
+    with pytest.raises(TypeError, match="'nosie'; did you mean 'noise'"):
+        make_shot(64, 64, nosie=0.0)
+    with pytest.raises(TypeError, match="'texture'; DepthShotSpec has width, height"):
+        make_depth_shot(64, 64, texture="tiles")
+    with pytest.raises(TypeError, match="multiple values for argument 'width'"):
+        make_shot(64, width=64)
+    with pytest.raises(TypeError, match="at most 5 positional"):
+        make_shot(64, 64, 1, 1, 0, 0.01)
+    with pytest.raises(TypeError, match="takes a DepthShotSpec"):
+        make_depth_shot(spec=ShotSpec())
+    # A spec checks its values when it is made, before anything renders.
+    with pytest.raises(ValueError, match="subject must be"):
+        DepthShotSpec(subject="cat")
+    with pytest.raises(ValueError, match="at least one plate frame"):
+        ShotSpec(clean_frames=0)

@@ -351,90 +351,85 @@ def _over(acc_c, acc_a, color, mask, opacity=1.0):
         acc_a[box] += (1 - acc_a[box]) * a
 
 
-def make_subject(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """One person-like layer: premultiplied colour (H, W, 3) and alpha (H, W), sRGB 0..1.
+@dataclass(frozen=True)
+class _Figure:
+    """Where a `make_subject` figure stands in an h x w frame, in pixels: the head's centre (cx, hy) and
+    radius r (which sets the scale of the whole figure), the shoulder line sy and half shoulder width sw, and
+    a lean (radians) that shears the figure about the shoulder line."""
 
-    Head, neck, torso and arms are smooth random shapes with anti-aliased edges;
-    hair adds a mass plus thin strands of partial alpha; half the subjects wear a
-    semi-transparent cloth (scarf, veil) whose alpha carries the weave's texture.
-    """
-    s = float(h)
-    r = s * rng.uniform(0.06, 0.14)  # head radius sets the scale of the whole figure
-    cx = w * rng.uniform(0.2, 0.8)
-    hy = h * rng.uniform(0.12, 0.5)
-    lean = rng.uniform(-0.15, 0.15)
-    sy = hy + r * rng.uniform(1.5, 1.9)  # shoulder line
-    sw = r * rng.uniform(1.7, 2.6)  # half shoulder width
+    h: int
+    w: int
+    cx: float
+    hy: float
+    r: float
+    lean: float
+    sy: float
+    sw: float
 
-    def tilt(pts):
+    @classmethod
+    def random(cls, rng: np.random.Generator, h: int, w: int) -> _Figure:
+        r = float(h) * rng.uniform(0.06, 0.14)
+        cx = w * rng.uniform(0.2, 0.8)
+        hy = h * rng.uniform(0.12, 0.5)
+        lean = rng.uniform(-0.15, 0.15)
+        sy = hy + r * rng.uniform(1.5, 1.9)
+        return cls(h, w, cx, hy, r, lean, sy, r * rng.uniform(1.7, 2.6))
+
+    def tilt(self, pts) -> np.ndarray:
+        """Points (..., 2) -> (N, 2) float64, leaning with the figure."""
         pts = np.asarray(pts, np.float64).reshape(-1, 2)
-        dy = pts[:, 1] - sy
-        return np.stack([pts[:, 0] + math.sin(lean) * dy, pts[:, 1]], 1)
+        dy = pts[:, 1] - self.sy
+        return np.stack([pts[:, 0] + math.sin(self.lean) * dy, pts[:, 1]], 1)
 
-    color = np.zeros((h, w, 3), np.float32)
-    alpha = np.zeros((h, w), np.float32)
-    skin = _skin(rng)
-    shirt = _fabric(rng, h, w)
 
+def _draw_torso(rng, fig: _Figure, color: np.ndarray, alpha: np.ndarray, skin: np.ndarray,
+                shirt: np.ndarray) -> None:
+    """Torso (running out of the frame's bottom) in `shirt`, then the neck in shaded `skin`, onto the
+    accumulation (`color` H x W x 3, `alpha` H x W)."""
+    h, w, cx, hy, r, sy, sw = fig.h, fig.w, fig.cx, fig.hy, fig.r, fig.sy, fig.sw
     torso = _mask(h, w)
     bottom_w = sw * rng.uniform(0.7, 1.1)
     outline = [(cx - sw, sy + 0.5 * r), (cx - 0.8 * sw, sy), (cx + 0.8 * sw, sy), (cx + sw, sy + 0.5 * r),
                (cx + bottom_w, h + 2 * r), (cx - bottom_w, h + 2 * r)]
-    cv2.fillPoly(torso, [_pts(tilt(outline))], 255, cv2.LINE_AA, 4)
-    cv2.fillPoly(torso, [_pts(tilt(_blob(cx, sy + 0.4 * r, sw, 0.6 * r, rng, 0.05)))], 255, cv2.LINE_AA, 4)
+    cv2.fillPoly(torso, [_pts(fig.tilt(outline))], 255, cv2.LINE_AA, 4)
+    cv2.fillPoly(torso, [_pts(fig.tilt(_blob(cx, sy + 0.4 * r, sw, 0.6 * r, rng, 0.05)))], 255, cv2.LINE_AA, 4)
     _over(color, alpha, shirt, torso)
 
     neck = _mask(h, w)
-    neck_top, neck_base = tilt([(cx, hy + 0.5 * r), (cx, sy + 0.2 * r)])
+    neck_top, neck_base = fig.tilt([(cx, hy + 0.5 * r), (cx, sy + 0.2 * r)])
     cv2.line(neck, tuple(_pts(neck_top).ravel()), tuple(_pts(neck_base).ravel()), 255,
              max(1, int(0.75 * r)), cv2.LINE_AA, 4)
     _over(color, alpha, skin * 0.85, neck)
 
+
+def _draw_arms(rng, fig: _Figure, color: np.ndarray, alpha: np.ndarray, skin: np.ndarray,
+               shirt: np.ndarray) -> None:
+    """Two bent arms (bare or in `shirt`) with hands, each sometimes hidden, onto the accumulation."""
+    r = fig.r
     sleeve = skin if rng.random() < 0.4 else shirt
     for side in (-1, 1):
         if rng.random() < 0.15:
             continue  # an arm hidden behind the body or out of frame
-        arm = _mask(h, w)
-        shoulder = np.array([cx + side * 0.85 * sw, sy + 0.4 * r])
+        arm = _mask(fig.h, fig.w)
+        shoulder = np.array([fig.cx + side * 0.85 * fig.sw, fig.sy + 0.4 * r])
         a1 = math.pi / 2 - side * rng.uniform(0.05, 1.2)  # upper arm, from straight down to raised sideways
         a2 = a1 - side * rng.uniform(-0.5, 1.8)
         seg = r * rng.uniform(1.6, 2.4)
         elbow = shoulder + seg * np.array([math.cos(a1), math.sin(a1)])
         wrist = elbow + seg * np.array([math.cos(a2), math.sin(a2)])
         thick = max(1, int(r * rng.uniform(0.5, 0.8)))
-        path = tilt([shoulder, elbow, wrist])
+        path = fig.tilt([shoulder, elbow, wrist])
         cv2.polylines(arm, [_pts(path)], False, 255, thick, cv2.LINE_AA, 4)
         _over(color, alpha, sleeve, arm)
-        hand = _mask(h, w)
+        hand = _mask(fig.h, fig.w)
         cv2.fillPoly(hand, [_pts(_blob(*path[2], 0.4 * r, 0.5 * r, rng, 0.15, angle=a2))], 255, cv2.LINE_AA, 4)
         _over(color, alpha, skin, hand)
 
-    hair = _hair_color(rng)
-    hair_field = _lerp(_noise(rng, h, w, rng.uniform(10, 40)), hair * 0.7, np.minimum(hair * 1.3, 1))
-    long_hair = rng.random() < 0.4
-    if long_hair:
-        # Long hair falls behind the head to the shoulders, so it is drawn before the face.
-        back = _mask(h, w)
-        fall = [(cx - 0.95 * r, hy - 0.3 * r), (cx + 0.95 * r, hy - 0.3 * r),
-                (cx + r * rng.uniform(0.9, 1.4), hy + r * rng.uniform(1.8, 3.0)),
-                (cx - r * rng.uniform(0.9, 1.4), hy + r * rng.uniform(1.8, 3.0))]
-        cv2.fillPoly(back, [_pts(tilt(fall))], 255, cv2.LINE_AA, 4)
-        _over(color, alpha, hair_field * 0.8, back)
 
-    head = _mask(h, w)
-    cv2.fillPoly(head, [_pts(_blob(cx, hy, 0.78 * r, r, rng, 0.05, angle=lean))], 255, cv2.LINE_AA, 4)
-    _over(color, alpha, skin, head)
-
-    # The hair cap covers the skull down to the hairline (all of it for a subject seen from behind).
-    hairline = hy + r * (1.1 if rng.random() < 0.15 else rng.uniform(-0.7, -0.25))
-    cap = _blob(cx, hy - 0.08 * r, 0.88 * r, 1.0 * r, rng, 0.1)
-    cap = cap[cap[:, 1] < hairline]
-    if len(cap) >= 3:
-        mass = _mask(h, w)
-        cv2.fillPoly(mass, [_pts(tilt(cap))], 255, cv2.LINE_AA, 4)
-        _over(color, alpha, hair_field, mass, rng.uniform(0.85, 1.0))
-
-    # Strands: quadratic curves rooted on the scalp, pointing outwards and falling with gravity.
+def _hair_strands(rng, fig: _Figure, long_hair: bool) -> np.ndarray:
+    """Coverage (H x W uint8) of thin strands: quadratic curves rooted on the scalp, pointing outwards and
+    falling with gravity, drawn at four opacities."""
+    cx, hy, r = fig.cx, fig.hy, fig.r
     n = int(rng.integers(20, 140) * max(1.0, r / 20))
     th = rng.uniform(-math.pi - 0.4, 0.4, n) if long_hair else rng.uniform(-math.pi, 0.05, n)
     root = np.stack([cx + 0.85 * r * np.cos(th), hy - 0.12 * r + 0.95 * r * np.sin(th)], 1)
@@ -445,25 +440,77 @@ def make_subject(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, 
     ctrl = 0.5 * (root + tip) + 0.25 * r * rng.standard_normal((n, 2))
     t = np.linspace(0, 1, 8)[None, :, None]
     curves = (1 - t) ** 2 * root[:, None] + 2 * (1 - t) * t * ctrl[:, None] + t**2 * tip[:, None]
-    curves = tilt(curves).reshape(n, 8, 2)
+    curves = fig.tilt(curves).reshape(n, 8, 2)
     group = rng.integers(0, 4, n)
-    strands = _mask(h, w)
+    strands = _mask(fig.h, fig.w)
     for g in range(4):
         polys = [_pts(c) for c in curves[group == g]]
         if polys:
             # Later groups overwrite earlier ones where they cross, which varies strand opacity.
             cv2.polylines(strands, polys, False, int(255 * (0.35 + 0.2 * g)), 1, cv2.LINE_AA, 4)
-    _over(color, alpha, hair_field, strands)
+    return strands
 
+
+def _draw_head_and_hair(rng, fig: _Figure, color: np.ndarray, alpha: np.ndarray, skin: np.ndarray) -> None:
+    """Long hair behind the head (sometimes), the head in `skin`, the hair cap and the strands, onto the
+    accumulation."""
+    cx, hy, r = fig.cx, fig.hy, fig.r
+    hair = _hair_color(rng)
+    hair_field = _lerp(_noise(rng, fig.h, fig.w, rng.uniform(10, 40)), hair * 0.7, np.minimum(hair * 1.3, 1))
+    long_hair = rng.random() < 0.4
+    if long_hair:
+        # Long hair falls behind the head to the shoulders, so it is drawn before the face.
+        back = _mask(fig.h, fig.w)
+        fall = [(cx - 0.95 * r, hy - 0.3 * r), (cx + 0.95 * r, hy - 0.3 * r),
+                (cx + r * rng.uniform(0.9, 1.4), hy + r * rng.uniform(1.8, 3.0)),
+                (cx - r * rng.uniform(0.9, 1.4), hy + r * rng.uniform(1.8, 3.0))]
+        cv2.fillPoly(back, [_pts(fig.tilt(fall))], 255, cv2.LINE_AA, 4)
+        _over(color, alpha, hair_field * 0.8, back)
+
+    head = _mask(fig.h, fig.w)
+    cv2.fillPoly(head, [_pts(_blob(cx, hy, 0.78 * r, r, rng, 0.05, angle=fig.lean))], 255, cv2.LINE_AA, 4)
+    _over(color, alpha, skin, head)
+
+    # The hair cap covers the skull down to the hairline (all of it for a subject seen from behind).
+    hairline = hy + r * (1.1 if rng.random() < 0.15 else rng.uniform(-0.7, -0.25))
+    cap = _blob(cx, hy - 0.08 * r, 0.88 * r, 1.0 * r, rng, 0.1)
+    cap = cap[cap[:, 1] < hairline]
+    if len(cap) >= 3:
+        mass = _mask(fig.h, fig.w)
+        cv2.fillPoly(mass, [_pts(fig.tilt(cap))], 255, cv2.LINE_AA, 4)
+        _over(color, alpha, hair_field, mass, rng.uniform(0.85, 1.0))
+    _over(color, alpha, hair_field, _hair_strands(rng, fig, long_hair))
+
+
+def _draw_veil(rng, fig: _Figure, color: np.ndarray, alpha: np.ndarray) -> None:
+    """Half the time, a semi-transparent cloth (scarf, veil) whose alpha carries the weave's texture."""
     if rng.random() < 0.5:
-        cloth = _mask(h, w)
-        ccx, ccy = cx + rng.uniform(-1.5, 1.5) * sw, sy + rng.uniform(0.0, 3.0) * r
+        cloth = _mask(fig.h, fig.w)
+        r = fig.r
+        ccx, ccy = fig.cx + rng.uniform(-1.5, 1.5) * fig.sw, fig.sy + rng.uniform(0.0, 3.0) * r
         cv2.fillPoly(cloth, [_pts(_blob(ccx, ccy, rng.uniform(0.6, 2.0) * r, rng.uniform(0.6, 2.5) * r, rng,
                                         0.25, angle=rng.uniform(0, math.pi)))], 255, cv2.LINE_AA, 4)
-        weave = 0.7 + 0.3 * _noise(rng, h, w, rng.uniform(20, 60))
+        weave = 0.7 + 0.3 * _noise(rng, fig.h, fig.w, rng.uniform(20, 60))
         opacity = rng.uniform(0.2, 0.75)
-        _over(color, alpha, _fabric(rng, h, w), cloth, weave * opacity)
+        _over(color, alpha, _fabric(rng, fig.h, fig.w), cloth, weave * opacity)
 
+
+def make_subject(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """One person-like layer: premultiplied colour (H, W, 3) and alpha (H, W), sRGB 0..1.
+
+    Head, neck, torso and arms are smooth random shapes with anti-aliased edges;
+    hair adds a mass plus thin strands of partial alpha; half the subjects wear a
+    semi-transparent cloth (scarf, veil) whose alpha carries the weave's texture.
+    """
+    fig = _Figure.random(rng, h, w)
+    color = np.zeros((h, w, 3), np.float32)
+    alpha = np.zeros((h, w), np.float32)
+    skin = _skin(rng)
+    shirt = _fabric(rng, h, w)
+    _draw_torso(rng, fig, color, alpha, skin, shirt)
+    _draw_arms(rng, fig, color, alpha, skin, shirt)
+    _draw_head_and_hair(rng, fig, color, alpha, skin)
+    _draw_veil(rng, fig, color, alpha)
     shade = 0.6 + 0.55 * _noise(rng, h, w, rng.uniform(0.8, 3))
     color *= _rep3(shade)
     np.minimum(color, _rep3(alpha), out=color)  # premultiplied colour never exceeds alpha

@@ -205,6 +205,178 @@ def _write_csv(path: Path, history: list[dict]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
+def _loader(cfg: TrainConfig, step: int, device: torch.device) -> DataLoader:
+    """Batches of samples step * B .. steps * B - 1 of the run's data stream, in order."""
+    return DataLoader(_dataset(cfg), batch_size=cfg.batch_size,
+                      sampler=range(step * cfg.batch_size, cfg.steps * cfg.batch_size),
+                      num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda",
+                      # Its own generator: the loader draws a seed when iterated, which would otherwise
+                      # shift the global stream (dropout) between a resumed and an uninterrupted run.
+                      generator=torch.Generator().manual_seed(cfg.seed))
+
+
+class _Progress:
+    """Loss sums over the steps since the last log line (one window), and the run's speed."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.run_steps = 0
+        self.t_window, self.t_run = time.perf_counter(), time.perf_counter()
+
+    def add(self, loss: torch.Tensor, terms: dict[str, float]) -> None:
+        self.run_steps += 1
+        self.sums["loss"] = self.sums.get("loss", 0.0) + float(loss.detach())
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def close_window(self, step: int) -> tuple[dict, float]:
+        """The history entry of the window ending at `step` (mean losses, its it/s) and the whole run's it/s;
+        the next window starts now."""
+        now = time.perf_counter()
+        rate = self.count / max(now - self.t_window, 1e-9)
+        entry = {"step": step, **{k: v / self.count for k, v in self.sums.items()}, "it_s": rate}
+        overall = self.run_steps / max(now - self.t_run, 1e-9)
+        self.sums, self.count, self.t_window = {}, 0, now
+        return entry, overall
+
+
+class _Run:
+    """One stage's training state: the model, optimizer and AMP scaler, the step, the loss history and the
+    learning-rate phases, where they are saved, and what the run started from (a resumed checkpoint, an
+    --init checkpoint, or nothing). Batches are dicts of (B, C, H, W) float32 tensors, sRGB 0..1."""
+
+    def __init__(self, cfg: TrainConfig, log):
+        self.cfg, self.log = cfg, log
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = _device(cfg.device)
+        self.last_path, self.final_path = self.out / f"{cfg.stage}-last.pt", self.out / f"{cfg.stage}.pt"
+        self.plot_path, self.csv_path = self.out / f"{cfg.stage}-loss.png", self.out / f"{cfg.stage}-losses.csv"
+        self.started = datetime.now(UTC).isoformat(timespec="seconds")
+        resume, init_model = self._start_from()
+        self._build_model(init_model)
+        del init_model
+        if resume is not None:
+            self._restore(resume)
+
+    def _start_from(self) -> tuple[dict | None, torch.nn.Module | None]:
+        """(the checkpoint to resume or None, the --init model or None); sets the backbone and init name."""
+        cfg = self.cfg
+        resume = read_training_checkpoint(cfg.resume) if cfg.resume else None
+        self.init_name = cfg.init
+        if resume is not None:
+            if resume["kind"] != cfg.stage:
+                raise HowardError(f"{cfg.resume}: is a {resume['kind']} checkpoint but --stage is {cfg.stage}; "
+                                  f"resume with --stage {resume['kind']}, or start the refine stage with --init")
+            self.backbone = resume["backbone"]
+            if cfg.backbone and cfg.backbone != self.backbone:
+                raise HowardError(f"{cfg.resume}: was trained with {self.backbone}; drop --backbone {cfg.backbone}")
+            return resume, None
+        if self.init_name is None and cfg.stage == "refine" and (self.out / "base.pt").exists():
+            self.init_name = str(self.out / "base.pt")
+        if self.init_name is None:
+            self.backbone = cfg.backbone or "mobilenetv2"
+            return None, None
+        init_model, self.backbone = _init_source(self.init_name)
+        if cfg.backbone and cfg.backbone != self.backbone:
+            raise HowardError(f"{self.init_name}: holds a {self.backbone} model; drop --backbone {cfg.backbone} "
+                              f"or pick a {cfg.backbone} checkpoint")
+        return None, init_model
+
+    def _build_model(self, init_model: torch.nn.Module | None) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        self.model = _build(cfg.stage, self.backbone, cfg)
+        if init_model is not None:
+            copied, total = _copy_matching(self.model, init_model)
+            if copied == 0:
+                raise HowardError(f"{self.init_name}: no weight matches the {self.backbone} {cfg.stage} model; "
+                                  f"pick a BGMv2 checkpoint of that backbone")
+            self.log(f"init: {copied}/{total} tensors from {self.init_name}")
+        self.model.to(self.device).train()
+        lr_scale = 1.0 if cfg.lr_scale is None else cfg.lr_scale
+        self.optimizer = _optimizer(self.model, cfg.stage, lr_scale)
+        self.lr_phases = [{"from_step": 0, "lr_scale": lr_scale}]
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.step, self.history = 0, []
+
+    def _restore(self, resume: dict) -> None:
+        cfg = self.cfg
+        self.model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                    for k, v in resume["state_dict"].items()})
+        state = resume["train"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.use_amp and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"], self.device)
+        self.step, self.history = int(state["step"]), list(state["history"])
+        self.init_name = resume["meta"].get("init")
+        self.lr_phases = read_lr_phases(state)
+        self.log(f"resume: {cfg.resume} at step {self.step}")
+        # A resumed run keeps its learning rates unless told otherwise: then from this step on
+        # (e.g. a lower rate to finish a run).
+        if cfg.lr_scale is not None and cfg.lr_scale != self.lr_phases[-1]["lr_scale"]:
+            _set_lr_scale(self.optimizer, cfg.stage, cfg.lr_scale)
+            self.lr_phases.append({"from_step": self.step, "lr_scale": cfg.lr_scale})
+            self.log(f"lr: scale {cfg.lr_scale} from step {self.step} (was {self.lr_phases[-2]['lr_scale']})")
+
+    def meta(self) -> dict:
+        cfg = self.cfg
+        return {"trainer": "howard_core.train", "recipe": "BGMv2 two-stage (Lin et al., CVPR 2021)",
+                "howard_version": howard_core.__version__, "torch": str(torch.__version__), "stage": cfg.stage,
+                "backbone": self.backbone, "steps": self.step, "batch_size": cfg.batch_size, "size": list(cfg.hw()),
+                "data": cfg.data, "seed": cfg.seed, "init": self.init_name, "device": str(self.device),
+                "started": self.started, "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+                "losses": self.history[-1] if self.history else None, **cfg.extra_meta}
+
+    def save_last(self) -> None:
+        """The resumable checkpoint, the loss plot and the CSV of the losses so far."""
+        state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict() if self.use_amp else None, "rng": _rng_state(self.device),
+                 "history": self.history, "config": _config_dict(self.cfg), "lr_phases": self.lr_phases}
+        save_checkpoint(self.last_path, self.model, self.meta(), train_state=state)
+        h, w = self.cfg.hw()
+        write_loss_plot(self.plot_path, self.history,
+                        f"Howard training: {self.cfg.stage} stage, {self.backbone}, {h}x{w}")
+        _write_csv(self.csv_path, self.history)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """One optimizer step on a batch (src, bgr, pha, fgr); returns the loss and its terms."""
+        device = self.device
+        src = batch["src"].to(device, non_blocking=True)
+        bgr = batch["bgr"].to(device, non_blocking=True)
+        true_pha = batch["pha"].to(device, non_blocking=True)
+        true_fgr = batch["fgr"].to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=self.use_amp):
+            if self.cfg.stage == "base":
+                pha, fgr, err, _ = self.model(src, bgr)
+                loss, terms = base_loss(pha, fgr, err, true_pha, true_fgr)
+            else:
+                pha, fgr, pha_sm, fgr_sm, err_sm, _ = self.model(src, bgr)
+                loss, terms = refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr)
+        if not torch.isfinite(loss):
+            raise HowardError(f"step {self.step + 1}: the loss is {float(loss)}; lower --lr-scale or resume from "
+                              f"{self.last_path}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return loss, terms
+
+    def log_window(self, progress: _Progress) -> None:
+        """Add the mean losses since the last log line to the history and print them."""
+        cfg = self.cfg
+        entry, overall = progress.close_window(self.step)
+        self.history.append(entry)
+        parts = " ".join(f"{k} {v:.4f}" for k, v in entry.items() if k not in ("step", "loss", "it_s"))
+        self.log(f"{cfg.stage} step {self.step}/{cfg.steps}  loss {entry['loss']:.4f} [{parts}]  "
+                 f"{entry['it_s']:.2f} it/s  eta {_fmt_time((cfg.steps - self.step) / overall)}")
+
+
 def train(config: TrainConfig, log=print) -> Path:
     """Run (or resume) one stage; returns the path of the final weights `<out>/<stage>.pt`.
 
@@ -213,146 +385,29 @@ def train(config: TrainConfig, log=print) -> Path:
     """
     cfg = config
     _check_config(cfg)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg.device)
-    last_path, final_path = out / f"{cfg.stage}-last.pt", out / f"{cfg.stage}.pt"
-    plot_path, csv_path = out / f"{cfg.stage}-loss.png", out / f"{cfg.stage}-losses.csv"
-
-    resume = read_training_checkpoint(cfg.resume) if cfg.resume else None
-    init_model, init_name = None, cfg.init
-    if resume is not None:
-        if resume["kind"] != cfg.stage:
-            raise HowardError(f"{cfg.resume}: is a {resume['kind']} checkpoint but --stage is {cfg.stage}; resume "
-                              f"with --stage {resume['kind']}, or start the refine stage with --init")
-        backbone = resume["backbone"]
-        if cfg.backbone and cfg.backbone != backbone:
-            raise HowardError(f"{cfg.resume}: was trained with {backbone}; drop --backbone {cfg.backbone}")
-    else:
-        if init_name is None and cfg.stage == "refine" and (out / "base.pt").exists():
-            init_name = str(out / "base.pt")
-        if init_name is not None:
-            init_model, init_backbone = _init_source(init_name)
-            if cfg.backbone and cfg.backbone != init_backbone:
-                raise HowardError(f"{init_name}: holds a {init_backbone} model; drop --backbone {cfg.backbone} or "
-                                  f"pick a {cfg.backbone} checkpoint")
-            backbone = init_backbone
-        else:
-            backbone = cfg.backbone or "mobilenetv2"
-
-    torch.manual_seed(cfg.seed)
-    model = _build(cfg.stage, backbone, cfg)
-    if init_model is not None:
-        copied, total = _copy_matching(model, init_model)
-        if copied == 0:
-            raise HowardError(f"{init_name}: no weight matches the {backbone} {cfg.stage} model; pick a BGMv2 "
-                              f"checkpoint of that backbone")
-        log(f"init: {copied}/{total} tensors from {init_name}")
-        del init_model
-    model.to(device).train()
-    lr_scale = 1.0 if cfg.lr_scale is None else cfg.lr_scale
-    optimizer = _optimizer(model, cfg.stage, lr_scale)
-    lr_phases = [{"from_step": 0, "lr_scale": lr_scale}]
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    step, history = 0, []
-    if resume is not None:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in resume["state_dict"].items()})
-        state = resume["train"]
-        optimizer.load_state_dict(state["optimizer"])
-        if use_amp and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], device)
-        step, history = int(state["step"]), list(state["history"])
-        init_name = resume["meta"].get("init")
-        lr_phases = read_lr_phases(state)
-        log(f"resume: {cfg.resume} at step {step}")
-        # A resumed run keeps its learning rates unless told otherwise: then from this step on
-        # (e.g. a lower rate to finish a run).
-        if cfg.lr_scale is not None and cfg.lr_scale != lr_phases[-1]["lr_scale"]:
-            _set_lr_scale(optimizer, cfg.stage, cfg.lr_scale)
-            lr_phases.append({"from_step": step, "lr_scale": cfg.lr_scale})
-            log(f"lr: scale {cfg.lr_scale} from step {step} (was {lr_phases[-2]['lr_scale']})")
-    if step >= cfg.steps:
-        raise HowardError(f"{cfg.resume}: already at step {step}; raise --steps above {step} to train further")
-
-    dataset = _dataset(cfg)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=range(step * cfg.batch_size,
-                                                                         cfg.steps * cfg.batch_size),
-                        num_workers=cfg.workers, drop_last=True, pin_memory=device.type == "cuda",
-                        # Its own generator: the loader draws a seed when iterated, which would otherwise
-                        # shift the global stream (dropout) between a resumed and an uninterrupted run.
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    h, w = cfg.hw()
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-
-    def meta() -> dict:
-        return {"trainer": "howard_core.train", "recipe": "BGMv2 two-stage (Lin et al., CVPR 2021)",
-                "howard_version": howard_core.__version__, "torch": str(torch.__version__), "stage": cfg.stage,
-                "backbone": backbone, "steps": step, "batch_size": cfg.batch_size, "size": [h, w],
-                "data": cfg.data, "seed": cfg.seed, "init": init_name, "device": str(device),
-                "started": started, "saved": datetime.now(UTC).isoformat(timespec="seconds"),
-                "losses": history[-1] if history else None, **cfg.extra_meta}
-
-    def save_last() -> None:
-        state = {"step": step, "optimizer": optimizer.state_dict(),
-                 "scaler": scaler.state_dict() if use_amp else None, "rng": _rng_state(device),
-                 "history": history, "config": _config_dict(cfg), "lr_phases": lr_phases}
-        save_checkpoint(last_path, model, meta(), train_state=state)
-        write_loss_plot(plot_path, history, f"Howard training: {cfg.stage} stage, {backbone}, {h}x{w}")
-        _write_csv(csv_path, history)
-
-    window: dict[str, float] = {}
-    window_n, t_window, t_run, run_steps = 0, time.perf_counter(), time.perf_counter(), 0
+    run = _Run(cfg, log)
+    if run.step >= cfg.steps:
+        raise HowardError(f"{cfg.resume}: already at step {run.step}; raise --steps above {run.step} to train "
+                          f"further")
+    loader = _loader(cfg, run.step, run.device)
+    progress = _Progress()
     try:
         for batch in loader:
-            src = batch["src"].to(device, non_blocking=True)
-            bgr = batch["bgr"].to(device, non_blocking=True)
-            true_pha = batch["pha"].to(device, non_blocking=True)
-            true_fgr = batch["fgr"].to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=use_amp):
-                if cfg.stage == "base":
-                    pha, fgr, err, _ = model(src, bgr)
-                    loss, terms = base_loss(pha, fgr, err, true_pha, true_fgr)
-                else:
-                    pha, fgr, pha_sm, fgr_sm, err_sm, _ = model(src, bgr)
-                    loss, terms = refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr)
-            if not torch.isfinite(loss):
-                raise HowardError(f"step {step + 1}: the loss is {float(loss)}; lower --lr-scale or resume from "
-                                  f"{last_path}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            run_steps += 1
-            window["loss"] = window.get("loss", 0.0) + float(loss.detach())
-            for k, v in terms.items():
-                window[k] = window.get(k, 0.0) + v
-            window_n += 1
-
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                now = time.perf_counter()
-                rate = window_n / max(now - t_window, 1e-9)
-                entry = {"step": step, **{k: v / window_n for k, v in window.items()}, "it_s": rate}
-                history.append(entry)
-                overall = run_steps / max(now - t_run, 1e-9)
-                parts = " ".join(f"{k} {v:.4f}" for k, v in entry.items() if k not in ("step", "loss", "it_s"))
-                log(f"{cfg.stage} step {step}/{cfg.steps}  loss {entry['loss']:.4f} [{parts}]  "
-                    f"{rate:.2f} it/s  eta {_fmt_time((cfg.steps - step) / overall)}")
-                window, window_n, t_window = {}, 0, now
-            if step % cfg.save_every == 0 and step < cfg.steps:
-                save_last()
+            loss, terms = run.train_step(batch)
+            progress.add(loss, terms)
+            if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+                run.log_window(progress)
+            if run.step % cfg.save_every == 0 and run.step < cfg.steps:
+                run.save_last()
     except KeyboardInterrupt:
-        save_last()
-        log(f"interrupted at step {step}; resume with --resume {last_path}")
+        run.save_last()
+        log(f"interrupted at step {run.step}; resume with --resume {run.last_path}")
         raise
 
-    save_last()
-    save_checkpoint(final_path, model, meta())
-    log(f"done: {final_path} ({step} steps); curves in {plot_path}")
-    return final_path
+    run.save_last()
+    save_checkpoint(run.final_path, run.model, run.meta())
+    log(f"done: {run.final_path} ({run.step} steps); curves in {run.plot_path}")
+    return run.final_path
 
 
 def build_parser() -> argparse.ArgumentParser:
