@@ -702,9 +702,11 @@ class Aligner:
         return res, res.flow, bool(after < _DENSE_GAIN * before)
 
     def _matched(self, warped: np.ndarray, score: _Score) -> np.ndarray:
-        """`warped` (float32 RGB, a new array) brought to the plate's exposure, or just clipped to 0..1
-        when exposure matching is off."""
-        return pm.apply_exposure(warped, score.gain, score.bias) if self.options.exposure else pm.clip01(warped)
+        """`warped` (float32 RGB, a warp's fresh output) brought to the plate's exposure in place, or just
+        clipped to 0..1 when exposure matching is off; returns it."""
+        if self.options.exposure:
+            return pm.apply_exposure(warped, score.gain, score.bias, out=warped)
+        return pm.clip01(warped)
 
     def _dense_background(self, plate: PreparedFrame, score: _Score, res) -> np.ndarray:
         """Background at the dense size (the score size when the dense step is off): outside the dense
@@ -937,9 +939,10 @@ class Aligner:
         w, hh = plate.size
         if flow is None and clean.size == plate.size and np.array_equal(h, np.eye(3)):
             # Already in register: the clean frame itself, every pixel of it.
-            background = clean.image.copy()
             if self.options.exposure:
-                background = pm.apply_exposure(background, score.gain, score.bias)
+                background = pm.apply_exposure(clean.image, score.gain, score.bias)
+            else:
+                background = clean.image.copy()
             return background, np.ones((hh, w), bool)
         if flow is None:
             warped = cv2.warpPerspective(clean.image, h, (w, hh), flags=INTERPOLATIONS[self.options.interpolation],

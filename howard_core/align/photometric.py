@@ -83,12 +83,14 @@ def fit_exposure(clean: np.ndarray, plate: np.ndarray, mask: np.ndarray,
     return np.ravel(gain).astype(np.float64), np.ravel(bias).astype(np.float64)
 
 
-def apply_exposure(img: np.ndarray, gain: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """`gain * img + bias` per channel, clipped to 0..1; h x w x 3 float32 in, new array out."""
+def apply_exposure(img: np.ndarray, gain: np.ndarray, bias: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """`gain * img + bias` per channel, clipped to 0..1; h x w x 3 float32 in, a new array out, or
+    written to `out` (same shape, float32; `img` itself to work in place, which spares a full-size
+    allocation: every pixel is read before it is written)."""
     m = np.zeros((3, 4), np.float32)
     m[np.arange(3), np.arange(3)] = gain
     m[:, 3] = bias
-    return clip01(cv2.transform(img, m))
+    return clip01(cv2.transform(img, m, dst=out))
 
 
 def clip01(img: np.ndarray) -> np.ndarray:
