@@ -77,13 +77,21 @@ class Residual:
         """Mean residual motion over the reliable background, full-resolution plate pixels."""
         if not self.reliable.any():
             return 0.0
-        return float(np.linalg.norm(self.flow[self.reliable], axis=1).mean() * self.scale)
+        return float(_length(self.flow[self.reliable]).mean() * self.scale)
 
     def shares(self) -> dict:
         """Fractions of the frame: measured background, subject (filled), homography kept."""
         n = self.flow.shape[0] * self.flow.shape[1]
         return {"background": float(self.reliable.sum()) / n, "subject": float(self.subject.sum()) / n,
                 "fallback": float(self.fallback.sum()) / n}
+
+
+def _length(v: np.ndarray) -> np.ndarray:
+    """Length of the 2-vectors along the last axis of `v` (float32 stays float32): what
+    `np.linalg.norm(v, axis=-1)` gives, bit for bit, at a tenth of its cost (its reduction over an
+    axis two long is slow)."""
+    x, y = v[..., 0], v[..., 1]
+    return np.sqrt(x * x + y * y)
 
 
 def _u8(gray: np.ndarray) -> np.ndarray:
@@ -112,13 +120,13 @@ def estimate(plate: np.ndarray, warped: np.ndarray, valid: np.ndarray, noise: fl
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     mx, my = gx + fwd[..., 0], gy + fwd[..., 1]
     back = cv2.remap(bwd, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    fb = np.linalg.norm(fwd + back, axis=2)
+    fb = _length(fwd + back)
     moved = cv2.remap(warped, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     inside = valid & (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
     residual = cv2.transform(cv2.absdiff(plate, moved), np.full((1, 3), 1 / 3, np.float32))
     # Disagreement after the flow: what no motion of the background explains.
     bad = residual > max(_BAD_FLOOR, _BAD_NOISE * noise)
-    consistent = fb < _FB_PX + _FB_SHARE * np.linalg.norm(fwd, axis=2)
+    consistent = fb < _FB_PX + _FB_SHARE * _length(fwd)
     # The subject: large connected disagreement (specks are noise or small disocclusions).
     hot = cv2.morphologyEx(bad.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     count, labels, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
