@@ -136,6 +136,8 @@ class PreparedFrame:
     gray:        H x W luma for the sub-pixel refinement: float32 for a plate, uint8 for a clean plate.
     dense:       h x w x 3 float32 copy for the dense residual warp (`to_dense` frame px -> its px), or None
                  when the dense step is off.
+    blurred:     a plate's working copy (`dense`, else `small`) lightly blurred, for comparing alignments
+                 (`Aligner._aligned_error`); made on first use.
     """
 
     label: str
@@ -146,6 +148,7 @@ class PreparedFrame:
     gray: np.ndarray
     dense: np.ndarray | None = None
     to_dense: np.ndarray | None = None
+    blurred: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -317,7 +320,7 @@ class _Search:
     fits: list[Fit] = field(default_factory=list)
     agreed: np.ndarray | None = None  # small size: background agreed among the fitting candidates
     coarse_total: dict[int, float] = field(default_factory=dict)
-    # candidate -> (homography, dense.Residual, flow, applied), when the choice already ran the dense step
+    # candidate -> (homography, `Aligner._dense`'s result), when the choice already ran the dense step
     dense_cache: dict = field(default_factory=dict)
 
     def usable(self) -> list[int]:
@@ -340,14 +343,16 @@ class _Choice:
 @dataclass
 class _Warp:
     """How the chosen frame is warped: homography `h`, residual `flow` at the dense size (None: the
-    homography alone), the dense step's `res` (`dense.Residual` or None), its QC `state`, and `steady`,
-    the frames in a row this alignment has been kept."""
+    homography alone), the dense step's `res` (`dense.Residual` or None), its QC `state`, `steady`, the
+    frames in a row this alignment has been kept, and `error`, its background error (`_aligned_error`
+    over the dense step's background) where the dense step measured it with the final exposure."""
 
     h: np.ndarray
     flow: np.ndarray | None
     res: dense.Residual | None
     state: str
     steady: int = 1
+    error: float | None = None
 
 
 class Aligner:
@@ -506,10 +511,12 @@ class Aligner:
         pf, cands = s.plate, s.cands
         s.fits = [self.coarse_fit(c.features, pf.features) for c in cands]
         ok = s.usable()
-        s.agreed = np.logical_or.reduce([self._own_background(s.fits[k].h, cands[k], pf, s.subject)
+        # Each candidate warped once, for both its own background and its score.
+        warps = {k: self._small_warp(s.fits[k].h, cands[k], pf) for k in ok}
+        s.agreed = np.logical_or.reduce([self._own_background(warps[k], pf, s.subject)
                                          for k in ok]) if ok else None
         for k in ok:
-            self._score_fit(s.fits[k], cands[k], pf, s.subject, agreed=s.agreed, priors=s.priors)
+            self._score_fit(s.fits[k], cands[k], pf, s.subject, agreed=s.agreed, priors=s.priors, warp=warps[k])
         ok = s.usable()
         s.coarse_total = {k: s.fits[k].score.total for k in ok}
         if not ok:
@@ -598,9 +605,9 @@ class Aligner:
             return keep, f"score {fits[prefer].score.total:.4f} vs {fits[chosen].score.total:.4f}"
         cache = s.dense_cache
         for k in (chosen, prefer):
-            cache[k] = (fits[k].h, *self._dense(s.cands[k], s.plate, fits[k].h, fits[k].score))
-        bg = ~cache[chosen][1].subject & ~cache[prefer][1].subject
-        err = {k: self._aligned_error(s.cands[k], s.plate, fits[k].h, cache[k][2] if cache[k][3] else None,
+            cache[k] = (fits[k].h, self._dense(s.cands[k], s.plate, fits[k].h, fits[k].score))
+        bg = ~cache[chosen][1][0].subject & ~cache[prefer][1][0].subject
+        err = {k: self._aligned_error(s.cands[k], s.plate, fits[k].h, cache[k][1][1] if cache[k][1][2] else None,
                                       fits[k].score, bg) for k in (chosen, prefer)}
         keep = err[chosen] >= (1 - margin) * err[prefer]
         return keep, f"background error after the dense step {err[prefer]:.4f} vs {err[chosen]:.4f}"
@@ -636,10 +643,11 @@ class Aligner:
             return _Warp(h, None, None, "not run")
         cached = s.dense_cache.get(c.index)
         if cached is not None and np.array_equal(cached[0], h):
-            res, flow, applied = cached[1:]
+            # Measured before `_flag`, which may change the exposure: its error is not this one's.
+            (res, flow, applied, _), error = cached[1], None
         else:
-            res, flow, applied = self._dense(s.cands[c.index], s.plate, h, c.fit.score)
-        return _Warp(h, flow if applied else None, res, "applied" if applied else "no gain")
+            res, flow, applied, error = self._dense(s.cands[c.index], s.plate, h, c.fit.score)
+        return _Warp(h, flow if applied else None, res, "applied" if applied else "no gain", error=error)
 
     def _hold_still(self, s: _Search, c: _Choice, w: _Warp) -> None:
         """While the plate holds still, keep the previous frame's alignment of the same clean frame unless
@@ -654,7 +662,8 @@ class Aligner:
             return
         score, clean = c.fit.score, s.cands[c.index]
         bg = self._dense_background(pf, score, w.res)
-        new = self._aligned_error(clean, pf, w.h, w.flow, score, bg)
+        # The dense step's own figure is this one: the same alignment, exposure and background.
+        new = w.error if w.error is not None else self._aligned_error(clean, pf, w.h, w.flow, score, bg)
         old = self._aligned_error(clean, pf, h_prev, f_prev, score, bg)
         # Like the choice of frame, a kept alignment gets harder to overturn the longer it holds.
         count = int(track.get("count", 1))
@@ -685,7 +694,8 @@ class Aligner:
 
     def _dense(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score):
         """The residual warp of `clean` (fitted by `h`) to `plate` at the dense size: (`dense.Residual`,
-        flow, whether it lines the background up better than `h` alone)."""
+        flow, whether it lines the background up better than `h` alone, the background error
+        (`_aligned_error` over valid background) of the better of the two)."""
         dsize = (plate.dense.shape[1], plate.dense.shape[0])
         hd = plate.to_dense @ h @ np.linalg.inv(clean.to_dense)
         csize = (clean.dense.shape[1], clean.dense.shape[0])
@@ -697,9 +707,11 @@ class Aligner:
         grow = max(1, int(self.options.subject_margin * max(dsize)))
         res = dense.estimate(plate.dense, matched, valid, noise, plate.size[0] / dsize[0], grow=grow)
         bg = valid & ~res.subject
-        before = self._aligned_error(clean, plate, h, None, score, bg)
+        # `matched` is what `_aligned_error(clean, plate, h, None, score, bg)` would warp again.
+        before = self._blurred_error(plate, matched, bg)
         after = self._aligned_error(clean, plate, h, res.flow, score, bg)
-        return res, res.flow, bool(after < _DENSE_GAIN * before)
+        applied = bool(after < _DENSE_GAIN * before)
+        return res, res.flow, applied, after if applied else before
 
     def _matched(self, warped: np.ndarray, score: _Score) -> np.ndarray:
         """`warped` (float32 RGB, a warp's fresh output) brought to the plate's exposure in place, or just
@@ -733,9 +745,16 @@ class Aligner:
         bg = bg & geo.coverage_mask(hd, (c_img.shape[1], c_img.shape[0]), dsize)
         if not bg.any():
             return float("inf")
-        matched = self._matched(warped, score)
-        blur = [cv2.GaussianBlur(x, (0, 0), _ERROR_BLUR) for x in (p_img, matched)]
-        return float(pm.residual_map(*blur)[bg].mean())
+        return self._blurred_error(plate, self._matched(warped, score), bg)
+
+    def _blurred_error(self, plate: PreparedFrame, matched: np.ndarray, bg: np.ndarray) -> float:
+        """Mean residual over `bg` between `plate`'s working copy and `matched` (the clean plate aligned
+        and exposure-matched at that size), both lightly blurred; inf when `bg` is empty."""
+        if not bg.any():
+            return float("inf")
+        if plate.blurred is None:
+            plate.blurred = cv2.GaussianBlur(_working_copy(plate)[0], (0, 0), _ERROR_BLUR)
+        return float(pm.residual_map(plate.blurred, cv2.GaussianBlur(matched, (0, 0), _ERROR_BLUR))[bg].mean())
 
     # -- steps ------------------------------------------------------------------------------------------
 
@@ -788,23 +807,25 @@ class Aligner:
                                      borderMode=cv2.BORDER_REPLICATE)
         return warped, geo.coverage_mask(hs, (clean.small.shape[1], clean.small.shape[0]), small_size)
 
-    def _own_background(self, h: np.ndarray, clean: PreparedFrame, plate: PreparedFrame,
-                        subject: np.ndarray | None) -> np.ndarray:
-        """Where `clean`, fitted by `h`, has the structure of `plate` (small size, bool)."""
-        warped, valid = self._small_warp(h, clean, plate)
+    def _own_background(self, warp: tuple, plate: PreparedFrame, subject: np.ndarray | None) -> np.ndarray:
+        """Where a candidate, warped into `plate` (`_small_warp`'s (warped, valid)), has the structure of
+        `plate` (small size, bool)."""
+        warped, valid = warp
         return pm.agreeing_background(warped, plate.small, valid if subject is None else valid & ~subject)
 
     def _score_fit(self, fit: Fit, clean: PreparedFrame, plate: PreparedFrame, subject: np.ndarray | None,
-                   agreed: np.ndarray | None = None, priors: tuple = (), check: bool = True) -> None:
+                   agreed: np.ndarray | None = None, priors: tuple = (), check: bool = True,
+                   warp: tuple | None = None) -> None:
         """Photometric score of a fit on the small copies, on background only; fails the fit (when
         `check`) if the background's structure does not match.
 
         subject: known subject (small size) to leave out; agreed: the background agreed among the
         candidates (small size), else the fit's own. Exposure comes from that background only
         (`photometric.background_exposure`), with `priors` as the alternatives it must beat.
+        warp: `_small_warp(fit.h, clean, plate)` when already made (read, not changed).
         """
         o = self.options
-        warped, valid = self._small_warp(fit.h, clean, plate)
+        warped, valid = warp if warp is not None else self._small_warp(fit.h, clean, plate)
         base = valid if subject is None else valid & ~subject
         if agreed is not None:
             base = base & agreed
