@@ -774,13 +774,14 @@ class Aligner:
                 m = pair[0]
                 if m.trainIdx not in best or m.distance < best[m.trainIdx].distance:
                     best[m.trainIdx] = m
-        src = [clean.points[m.queryIdx] for m in best.values()]
-        dst = [plate.points[m.trainIdx] for m in best.values()]
+        # Gathered by index: the same N x 2 float32 rows, in the same order, without a list of arrays.
+        src = clean.points[np.fromiter((m.queryIdx for m in best.values()), np.intp, len(best))]
+        dst = plate.points[np.fromiter((m.trainIdx for m in best.values()), np.intp, len(best))]
         fit = Fit(matches=len(src))
         if len(src) < o.min_inliers:
             fit.failure = f"too few matches ({len(src)} < {o.min_inliers})"
             return fit
-        h, inl = cv2.findHomography(np.float32(src), np.float32(dst), cv2.USAC_MAGSAC,
+        h, inl = cv2.findHomography(src, dst, cv2.USAC_MAGSAC,
                                     _COARSE_THRESHOLD * plate.pixel, maxIters=_COARSE_ITERATIONS,
                                     confidence=_FIT_CONFIDENCE)
         fit.inliers = int(inl.sum()) if inl is not None else 0
