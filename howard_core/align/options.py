@@ -74,7 +74,7 @@ class AlignOptions:
     hysteresis: float = 0.15
     """Keep the preferred candidate (the sequence's previous choice) unless another aligns the background
     better by more than this fraction, growing with the frames the choice has held still
-    (x (1 + log2 frames), up to `aligner.HYSTERESIS_CAP`)."""
+    (x (1 + log2 frames), up to the cap `aligner._HYSTERESIS_CAP`)."""
     min_background: float = 0.05
     """Smallest share of the frame that must be agreed background for a frame's own exposure fit; below
     it the exposure comes from the neighbouring frames' (`Aligner.align(exposure_prior=...)`)."""
