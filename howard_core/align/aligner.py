@@ -36,10 +36,72 @@ import numpy as np
 from howard_core.align import dense
 from howard_core.align import geometry as geo
 from howard_core.align import photometric as pm
+from howard_core.align.options import DENSE_INTERPOLATIONS, INTERPOLATIONS, OPTION_NAMES, AlignOptions, align_options
 from howard_core.errors import HowardError
 
-_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+# -- tuning constants (the options a user may want to change are in `AlignOptions`) ----------------------
+# ORB: six pyramid levels of 1.2 cover a zoom of 2x between the takes, which is all `max_scale` allows; a
+# FAST threshold of 10 (OpenCV's default is 20) still finds corners on soft, low-contrast plates.
+_ORB_LEVELS = 6
+_ORB_FAST_THRESHOLD = 10
+# Fewer features than this in either frame: blank or featureless, no homography search.
+_MIN_FEATURES = 8
+# MAGSAC++ inlier threshold of the coarse fit, in feature-copy pixels (features are located to about a
+# pixel there), and its iterations; the refinement's, in plate pixels (sub-pixel tracks), and its iterations.
+_COARSE_THRESHOLD = 2.0
+_COARSE_ITERATIONS = 5000
+_REFINE_THRESHOLD = 1.0
+_REFINE_ITERATIONS = 2000
+_FIT_CONFIDENCE = 0.999
+# Lucas-Kanade: the window (px) is wide enough to hold texture on a soft plate; tracking stops after 30
+# iterations or below a 0.003 px step (far under the accuracy the refit reaches).
 _LK_WINDOW = (21, 21)
+_LK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.003)
+# Refinement corners: a low quality level (relative to the strongest corner) so that flat sets still
+# give some; at least 1/45 of the long side apart, so they spread over the frame (and its depths);
+# kept a tracking window (plus a margin) inside the frame, and inside the warped candidate.
+_CORNER_QUALITY = 0.005
+_CORNERS_ACROSS = 45
+_CORNER_BLOCK = 5
+_CORNER_BORDER = _LK_WINDOW[0] // 2 + 2
+_TRACK_INSET = _LK_WINDOW[0] // 2 + 4
+# A refinement that moves a corner by more than this share of the long side locked onto something else.
+_MAX_DRIFT = 0.05
+# Pyramid levels for tracking from a fallback guess, which may be tens of pixels off (a feature fit is
+# about one pixel off and gets one level).
+_FALLBACK_LEVELS = 3
+# Rounds of fit -> residual -> subject estimate for a fit's own exposure (an agreed background needs none).
+_EXPOSURE_ROUNDS = 2
+# A subject mask (a matte) counts as subject above this alpha: soft edges and motion blur included.
+_MATTE_SUBJECT = 0.1
+# The hysteresis margin stops growing here: a clearly better frame (by half) always wins.
+_HYSTERESIS_CAP = 0.5
+# A fit within half a pixel of the plain resize at every corner may be a take already in register: the
+# plain resize is kept if it scores within 2% of the fit (the fit's own noise).
+_IN_REGISTER_PX = 0.5
+_IN_REGISTER_SLACK = 1.02
+# While the plate holds still: a fit within 1% of the long side (every corner) of the previous frame's
+# counts as the same alignment; the previous one is kept unless the new one is better by 3%, growing
+# with the frames held (x (1 + log2 frames)) up to 10%.
+_HOLD_SAME = 0.01
+_HOLD_MARGIN = 0.03
+_HOLD_CAP = 0.1
+# The dense step's photometric noise level: a little above the trimmed score (which leaves out the
+# worst 10%); 0.01 when the score is unknown. It is applied only if it cuts the background error by 3%.
+_NOISE_PER_SCORE = 1.25
+_NOISE_DEFAULT = 0.01
+_DENSE_GAIN = 0.97
+# Blur (sigma, dense-size px) before comparing alignments: resampling lowers a noisy plate's noise.
+_ERROR_BLUR = 1.0
+# The plate holds still when the median corner moves less than this (plate px): well under the noise of
+# a refit, well over that of tracking noise-only frames. Corners: up to 200, quality 0.01, 8 px apart;
+# at least 16 tracked; 2 pyramid levels.
+_STILL_PX = 0.15
+_STILL_CORNERS = 200
+_STILL_QUALITY = 0.01
+_STILL_SPACING = 8
+_STILL_MIN_TRACKS = 16
+_STILL_LEVELS = 2
 
 
 @dataclass
@@ -74,6 +136,8 @@ class PreparedFrame:
     gray:        H x W luma for the sub-pixel refinement: float32 for a plate, uint8 for a clean plate.
     dense:       h x w x 3 float32 copy for the dense residual warp (`to_dense` frame px -> its px), or None
                  when the dense step is off.
+    blurred:     a plate's working copy (`dense`, else `small`) lightly blurred, for comparing alignments
+                 (`Aligner._aligned_error`); made on first use.
     """
 
     label: str
@@ -84,6 +148,7 @@ class PreparedFrame:
     gray: np.ndarray
     dense: np.ndarray | None = None
     to_dense: np.ndarray | None = None
+    blurred: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -236,85 +301,86 @@ def _round(x: float, digits: int) -> float | None:
     return round(x, digits) if np.isfinite(x) else None
 
 
-class Aligner:
-    """Aligns candidate clean-plate frames to a plate frame. Options (keywords, all optional):
+@dataclass
+class _Search:
+    """One `Aligner.align` call: the prepared plate and candidates, what the sequence knows of the frames
+    before, and what the stages find (small-size masks are at the score size)."""
 
-    detector         "orb" (default, fast) or "sift" (slower, more tolerant of blur and big zoom changes).
-    feature_size     long side, px, of the copy features are found on (default 640).
-    score_size       long side, px, of the copy candidates are scored on (default 320).
-    max_features     features per frame (default 600).
-    ratio            Lowe ratio test threshold for matches (default 0.8).
-    min_inliers      fewest matches consistent with a fit (default 24).
-    max_scale        largest zoom between the takes, either way, before a fit counts as wild (default 2).
-    min_overlap      smallest fraction of the plate a candidate must cover to be usable (default 0.2).
-    min_ncc          smallest structural correlation for a fit to count as right (default 0.4).
-    refine           sub-pixel refinement at full resolution (default True).
-    refine_top       how many of the best coarse candidates get refined and compete on their refined
-                     score (default 1: the coarse score already ranks candidates well; refining costs
-                     about 15 ms per HD candidate).
-    refine_points    background corners tracked by the refinement (default 400).
-    coverage_weight  score penalty per unit of plate left uncovered (default 0.05, display units).
-    flag_coverage    flag frames whose chosen candidate covers less than this (default 0.8).
-    flag_inlier_ratio flag frames where fewer than this fraction of matches agree with the fit (default 0.2).
-    subject_margin   growth of subject masks, fraction of the frame's long side (default 0.03).
-    interpolation    final warp: "cubic" (default), "lanczos" or "linear".
-    dense_interpolation  the final remap when the dense step applies: "linear" (default; a cubic remap
-                     costs about 40 ms more per HD frame) or "cubic".
-    exposure         match exposure (default True).
-    dense            the dense residual warp after the homography (default True; False: homography only).
-    dense_size       long side, px, of the copy the residual motion is measured on (default 480).
-    hysteresis       keep the `prefer`red candidate (the sequence's previous choice) unless another aligns
-                     the background better by more than this fraction (default 0.15), growing with the
-                     frames the choice has held still (x (1 + log2 frames), at most 0.5).
-    min_background   smallest share of the frame that must be agreed background for a frame's own exposure
-                     fit; below it the exposure comes from `exposure_prior` (default 0.05).
+    plate: PreparedFrame
+    cands: list[PreparedFrame]
+    labels: list[str]
+    subject: np.ndarray | None  # known subject, small size: the given mask, then with the estimate
+    still: bool  # the plate has not moved since the previous frame of `track`
+    prefer: int | None  # the previous choice, heeded only while `still`
+    priors: tuple  # (name, gain, bias) exposures a frame's own fit must beat
+    exposure_prior: tuple | None
+    track: dict | None
+    held: int  # frames in a row `prefer` has been chosen while still
+    margin: float  # the hysteresis margin that follows from `held`
+    fits: list[Fit] = field(default_factory=list)
+    agreed: np.ndarray | None = None  # small size: background agreed among the fitting candidates
+    coarse_total: dict[int, float] = field(default_factory=dict)
+    # candidate -> (homography, `Aligner._dense`'s result), when the choice already ran the dense step
+    dense_cache: dict = field(default_factory=dict)
+
+    def usable(self) -> list[int]:
+        """Positions of the candidates whose current fit can be used."""
+        return [k for k, f in enumerate(self.fits) if f.h is not None and f.failure is None]
+
+
+@dataclass
+class _Choice:
+    """The candidate chosen (`index` into the search's candidates), its fit, the fallback used (None, or
+    how the fit was obtained when no candidate fitted) and the QC's reason and flag."""
+
+    index: int
+    fit: Fit
+    fallback: str | None
+    reason: str
+    flagged: bool = False
+
+
+@dataclass
+class _Warp:
+    """How the chosen frame is warped: homography `h`, residual `flow` at the dense size (None: the
+    homography alone), the dense step's `res` (`dense.Residual` or None), its QC `state`, `steady`, the
+    frames in a row this alignment has been kept, and `error`, its background error (`_aligned_error`
+    over the dense step's background) where the dense step measured it with the final exposure."""
+
+    h: np.ndarray
+    flow: np.ndarray | None
+    res: dense.Residual | None
+    state: str
+    steady: int = 1
+    error: float | None = None
+
+
+class Aligner:
+    """Aligns candidate clean-plate frames to a plate frame.
+
+    `Aligner(options=None, **overrides)`: an `AlignOptions` (default: every default) and single options
+    as keywords on top (`Aligner(dense=False)`); an unknown name raises HowardError. `self.options` holds
+    the options it runs with (read-only; option names also read as attributes, `aligner.dense`).
     """
 
-    def __init__(self, *, detector: str = "orb", feature_size: int = 640, score_size: int = 320,
-                 max_features: int = 600, ratio: float = 0.8, min_inliers: int = 24, max_scale: float = 2.0,
-                 min_overlap: float = 0.2, min_ncc: float = 0.4, refine: bool = True, refine_top: int = 1,
-                 refine_points: int = 400, coverage_weight: float = 0.05, flag_coverage: float = 0.8,
-                 flag_inlier_ratio: float = 0.2, subject_margin: float = 0.03, interpolation: str = "cubic",
-                 exposure: bool = True, dense: bool = True, dense_size: int = 480, hysteresis: float = 0.15,
-                 min_background: float = 0.05, dense_interpolation: str = "linear"):
-        if detector not in ("orb", "sift"):
-            raise HowardError(f"align: unknown detector {detector!r}; use 'orb' or 'sift'")
-        if interpolation not in _INTERPOLATION:
-            raise HowardError(f"align: unknown interpolation {interpolation!r}; use one of "
-                              f"{', '.join(_INTERPOLATION)}")
-        self.detector = detector
-        self.feature_size = int(feature_size)
-        self.score_size = int(score_size)
-        self.max_features = int(max_features)
-        self.ratio = float(ratio)
-        self.min_inliers = int(min_inliers)
-        self.max_scale = float(max_scale)
-        self.min_overlap = float(min_overlap)
-        self.min_ncc = float(min_ncc)
-        self.refine = bool(refine)
-        self.refine_top = max(1, int(refine_top))
-        self.refine_points = int(refine_points)
-        self.coverage_weight = float(coverage_weight)
-        self.flag_coverage = float(flag_coverage)
-        self.flag_inlier_ratio = float(flag_inlier_ratio)
-        self.subject_margin = float(subject_margin)
-        self.interpolation = interpolation
-        self.exposure = bool(exposure)
-        self.dense = bool(dense)
-        self.dense_size = int(dense_size)
-        self.hysteresis = float(hysteresis)
-        self.min_background = float(min_background)
-        if dense_interpolation not in ("linear", "cubic"):
-            raise HowardError(f"align: unknown dense interpolation {dense_interpolation!r}; use 'linear' or 'cubic'")
-        self.dense_interpolation = dense_interpolation
-        if detector == "orb":
-            # Six levels of 1.2 cover a zoom of 2x between the takes, which is all `max_scale` allows.
-            self._detector = cv2.ORB_create(nfeatures=self.max_features, nlevels=6, fastThreshold=10)
+    def __init__(self, options: AlignOptions | None = None, **overrides):
+        self.options = align_options(options, **overrides)
+        o = self.options
+        if o.detector == "orb":
+            self._detector = cv2.ORB_create(nfeatures=o.max_features, nlevels=_ORB_LEVELS,
+                                            fastThreshold=_ORB_FAST_THRESHOLD)
             self._norm = cv2.NORM_HAMMING
         else:
-            self._detector = cv2.SIFT_create(nfeatures=self.max_features)
+            self._detector = cv2.SIFT_create(nfeatures=o.max_features)
             self._norm = cv2.NORM_L2
         self._matcher = cv2.BFMatcher(self._norm)
+
+    def __getattr__(self, name: str):
+        # Only reached for names that are not attributes: the options, read as before they had a class.
+        options = self.__dict__.get("options")
+        if options is not None and name in OPTION_NAMES:
+            return getattr(options, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- preparation ------------------------------------------------------------------------------------
 
@@ -327,23 +393,24 @@ class Aligner:
         """
         image = _as_frame(image, label)
         size = (image.shape[1], image.shape[0])
-        small_size = geo.scaled_size(size, self.score_size)
+        small_size = geo.scaled_size(size, self.options.score_size)
         small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
         if not np.all(np.isfinite(small)):
             raise HowardError(f"{label} contains NaN or infinite pixels; fix or clamp the source frame")
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         features = self._describe(gray, subject)
-        dense = to_dense = None
-        if self.dense:
-            dense_size = geo.scaled_size(size, self.dense_size)
-            dense = small if dense_size == small_size else cv2.resize(image, dense_size, interpolation=cv2.INTER_AREA)
+        dense_copy = to_dense = None
+        if self.options.dense:
+            dense_size = geo.scaled_size(size, self.options.dense_size)
+            dense_copy = small if dense_size == small_size else cv2.resize(image, dense_size,
+                                                                           interpolation=cv2.INTER_AREA)
             to_dense = geo.resize_matrix(size, dense_size)
         # A plate's luma is rescaled to each candidate's exposure before tracking; a clean plate's is
         # tracked as it is, so it is stored as the 8 bits Lucas-Kanade wants.
         return PreparedFrame(label=label, image=image, features=features, small=small,
                              to_small=geo.resize_matrix(size, small_size),
                              gray=gray if for_plate else cv2.convertScaleAbs(gray, alpha=255),
-                             dense=dense, to_dense=to_dense)
+                             dense=dense_copy, to_dense=to_dense)
 
     def features(self, image: np.ndarray, label: str = "frame") -> Features:
         """Just the `Features` of a frame (H x W x 3 float RGB 0..1): cheap to keep many of."""
@@ -352,7 +419,7 @@ class Aligner:
 
     def _describe(self, gray: np.ndarray, subject: np.ndarray | None = None) -> Features:
         size = (gray.shape[1], gray.shape[0])
-        feat_size = geo.scaled_size(size, self.feature_size)
+        feat_size = geo.scaled_size(size, self.options.feature_size)
         feat_gray = cv2.convertScaleAbs(cv2.resize(gray, feat_size, interpolation=cv2.INTER_AREA), alpha=255)
         to_feature = geo.resize_matrix(size, feat_size)
         mask = None
@@ -364,7 +431,7 @@ class Aligner:
         points = geo.project(np.linalg.inv(to_feature), pts).astype(np.float32)
         return Features(size=size, points=points, descriptors=desc, gray=feat_gray, to_feature=to_feature)
 
-    # -- the search -------------------------------------------------------------------------------------
+    # -- the search: fit -> choose -> flag, then warp -----------------------------------------------------
 
     def align(self, plate: np.ndarray, candidates: list, subject_mask: np.ndarray | None = None,
               prior: tuple[int, np.ndarray] | None = None, plate_label: str = "plate frame",
@@ -394,6 +461,19 @@ class Aligner:
         come back with `fallback` set and `flagged`. Raises HowardError for unusable input arrays.
         """
         t0 = time.perf_counter()
+        s = self._search(plate, candidates, subject_mask, plate_label, candidate_labels, prefer, exposure_prior,
+                         track)
+        self._fit(s)
+        choice = self._choose(s) if s.usable() else self._fallback(s, prior)
+        self._flag(s, choice)
+        warp = self._warp(s, choice)
+        self._hold_still(s, choice, warp)
+        background, valid = self._render(s.cands[choice.index], s.plate, warp.h, choice.fit.score, warp.flow)
+        return self._result(s, choice, warp, background, valid, t0)
+
+    def _search(self, plate, candidates, subject_mask, plate_label, candidate_labels, prefer, exposure_prior,
+                track) -> _Search:
+        """Check and prepare the inputs of `align` (see there) and read the sequence's state."""
         if not candidates:
             raise HowardError(f"{plate_label}: no clean-plate candidates to align; check the clean-plate "
                               "sequence is not empty")
@@ -404,10 +484,9 @@ class Aligner:
         pf = self.prepare(plate_img, plate_label, subject=given_subject, for_plate=True)
         cands = [c if isinstance(c, PreparedFrame) else self.prepare(c, labels[k])
                  for k, c in enumerate(candidates)]
-        small_size = (pf.small.shape[1], pf.small.shape[0])
         subject_small = None
         if given_subject is not None:
-            subject_small = cv2.resize(given_subject.astype(np.uint8), small_size,
+            subject_small = cv2.resize(given_subject.astype(np.uint8), (pf.small.shape[1], pf.small.shape[0]),
                                        interpolation=cv2.INTER_NEAREST).astype(bool)
         # History counts only while the plate holds still (tracked against the previous plate frame):
         # a moving plate is judged on its own, frame by frame, so farm chunks agree with a whole run.
@@ -415,186 +494,231 @@ class Aligner:
         if not still:
             prefer = None
         # The previous frames' exposure: a fit must beat it while the plate holds still, and it stands in
-        # where a frame shows too little background for its own fit (below).
+        # where a frame shows too little background for its own fit (`_flag`).
         priors = (("previous frames", *exposure_prior),) if still and exposure_prior is not None else ()
-
-        # Coarse fits; the agreed background: where any fitting candidate has the plate's local structure
-        # (the subject has none of theirs). Every candidate is then scored on it, so the subject never
-        # counts against one.
-        fits = [self.coarse_fit(c.features, pf.features) for c in cands]
-        ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
-        agreed = np.logical_or.reduce([self._own_background(fits[k].h, cands[k], pf, subject_small)
-                                       for k in ok]) if ok else None
-        for k in ok:
-            self._score_fit(fits[k], cands[k], pf, subject_small, agreed=agreed, priors=priors)
-        ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
-
-        coarse_total = {k: fits[k].score.total for k in ok}
         # Hysteresis margin: changing frames shows as a jump in the matte, so the longer a choice has
         # held still (a still plate), the more it takes to change it.
         held = int(track.get("held", 1)) if prefer is not None and track.get("index") == prefer else 1
-        margin = min(0.5, self.hysteresis * (1 + np.log2(held)))
-        subject = subject_small
-        grow = max(1, int(self.subject_margin * max(small_size)))
-        if ok:
-            best = min(ok, key=lambda k: fits[k].score.total)
-            est = pm.subject_estimate(fits[best].score.residual, fits[best].score.valid, grow)
-            est |= _grow(fits[best].score.valid & ~agreed, grow)
-            subject = est if subject is None else (subject | est)
-            if self.refine:
-                corners = self._plate_corners(pf, subject)
-                # The best coarse fits, in order, until `refine_top` refinements succeed (one spare try).
-                # The preferred candidate goes first; the others compete with it only when their coarse
-                # score is clearly better (each refinement costs two full-resolution warps).
-                order = sorted(ok, key=lambda k: fits[k].score.total)
-                if prefer in ok:
-                    rivals = [k for k in order if k != prefer and
-                              fits[k].score.total * (1 + margin) < fits[prefer].score.total]
-                    need = 1 + min(self.refine_top, len(rivals))
-                    todo = [prefer] + rivals + [k for k in order if k != prefer and k not in rivals]
-                else:
-                    todo, need = order, self.refine_top
-                done = 0
-                for k in todo[:need + 1]:  # one spare try
-                    if done >= need:
-                        break
-                    refined = self._refine(cands[k], pf, fits[k], corners)
-                    if refined is not None:
-                        self._score_fit(refined, cands[k], pf, subject, agreed=agreed, priors=priors)
-                        if refined.failure is None:
-                            fits[k] = refined
-                            done += 1
-            else:
-                for k in ok:
-                    self._score_fit(fits[k], cands[k], pf, subject, agreed=agreed, priors=priors)
+        margin = min(_HYSTERESIS_CAP, self.options.hysteresis * (1 + np.log2(held)))
+        return _Search(plate=pf, cands=cands, labels=labels, subject=subject_small, still=still, prefer=prefer,
+                       priors=priors, exposure_prior=exposure_prior, track=track, held=held, margin=margin)
 
-        ok = [k for k, f in enumerate(fits) if f.h is not None and f.failure is None]
-        fallback = None
-        dense_cache: dict = {}  # candidate -> (homography, dense result, flow, applied)
-        if ok:
-            # Refined fits are more accurate than coarse ones and were scored with the better subject
-            # mask, so they win whenever there is one.
-            pool = [k for k in ok if fits[k].refined] or ok
-            chosen = min(pool, key=lambda k: fits[k].score.total)
-            how = (f"lowest refined score of {len(pool)}" if len(pool) > 1 else
-                   f"lowest coarse score ({coarse_total.get(chosen, float('nan')):.4f})")
-            if prefer in pool and prefer != chosen:
-                # Hysteresis, judged on what each would deliver: after the dense step where it runs
-                # (homography scores differ by parallax the dense step removes), on the pixels both
-                # take as background.
-                if self.dense:
-                    for k in (chosen, prefer):
-                        dense_cache[k] = (fits[k].h, *self._dense(cands[k], pf, fits[k].h, fits[k].score))
-                    bg = ~dense_cache[chosen][1].subject & ~dense_cache[prefer][1].subject
-                    err = {k: self._aligned_error(cands[k], pf, fits[k].h, dense_cache[k][2] if dense_cache[k][3]
-                                                  else None, fits[k].score, bg) for k in (chosen, prefer)}
-                    keep = err[chosen] >= (1 - margin) * err[prefer]
-                    detail = f"background error after the dense step {err[prefer]:.4f} vs {err[chosen]:.4f}"
-                else:
-                    keep = fits[prefer].score.total <= fits[chosen].score.total * (1 + margin)
-                    detail = f"score {fits[prefer].score.total:.4f} vs {fits[chosen].score.total:.4f}"
-                if keep:
-                    how = f"previous frame's choice, within {margin:.0%} of the best ({detail})"
-                    chosen = prefer
-            fit = fits[chosen]
-            by_coarse = sorted(coarse_total, key=coarse_total.get)
-            runner = next((k for k in by_coarse if k != chosen), None)
-            reason = (f"{len(ok)} of {len(cands)} candidates fitted; chosen for the {how}; score "
-                      f"{fit.score.total:.4f} (photometric {fit.score.photometric:.4f}, coverage "
-                      f"{fit.score.coverage:.3f})")
-            if runner is not None:
-                reason += f"; runner-up {labels[runner]}, coarse score {coarse_total[runner]:.4f}"
-            if not fit.refined and self.refine:
-                reason += "; sub-pixel refinement failed, coarse fit used"
-            # A clean plate already in register (locked-off takes) stays exactly in register: the plain
-            # resize is kept unless the fit is clearly better on the agreed background.
-            same = geo.resize_matrix(cands[chosen].size, pf.size)
-            if geo.corner_errors(fit.h, same, pf.size).max() < 0.5:
-                plain = Fit(h=same, matches=fit.matches, inliers=fit.inliers, refined=fit.refined,
-                            refined_points=fit.refined_points)
-                self._score_fit(plain, cands[chosen], pf, subject, agreed=agreed, priors=priors, check=False)
-                if plain.score.total <= fit.score.total * 1.02:
-                    fit = fits[chosen] = plain
-                    reason += "; in register as it is (the fit does no better)"
+    def _fit(self, s: _Search) -> None:
+        """Fit every candidate (`s.fits`): coarse fits, scored on the agreed background; then the subject
+        estimate, and the sub-pixel refinement of the best ones (or a rescore with that subject)."""
+        # The agreed background: where any fitting candidate has the plate's local structure (the subject
+        # has none of theirs). Every candidate is then scored on it, so the subject never counts against one.
+        pf, cands = s.plate, s.cands
+        s.fits = [self.coarse_fit(c.features, pf.features) for c in cands]
+        ok = s.usable()
+        # Each candidate warped once, for both its own background and its score.
+        warps = {k: self._small_warp(s.fits[k].h, cands[k], pf) for k in ok}
+        s.agreed = np.logical_or.reduce([self._own_background(warps[k], pf, s.subject)
+                                         for k in ok]) if ok else None
+        for k in ok:
+            self._score_fit(s.fits[k], cands[k], pf, s.subject, agreed=s.agreed, priors=s.priors, warp=warps[k])
+        ok = s.usable()
+        s.coarse_total = {k: s.fits[k].score.total for k in ok}
+        if not ok:
+            return
+        best = s.fits[min(ok, key=lambda k: s.fits[k].score.total)].score
+        grow = max(1, int(self.options.subject_margin * max(pf.small.shape[1], pf.small.shape[0])))
+        est = pm.subject_estimate(best.residual, best.valid, grow)
+        est |= _grow(best.valid & ~s.agreed, grow)
+        s.subject = est if s.subject is None else (s.subject | est)
+        if self.options.refine:
+            self._refine_best(s, ok)
         else:
-            chosen, fit, fallback, reason = self._fallback(cands, pf, fits, prior, subject, labels)
+            for k in ok:
+                self._score_fit(s.fits[k], cands[k], pf, s.subject, agreed=s.agreed, priors=s.priors)
 
-        flagged = fallback is not None
-        score = fit.score
-        if score.coverage < self.flag_coverage:
-            flagged = True
-            reason += f"; flagged: covers only {score.coverage:.0%} of the plate"
-        if fallback is None and fit.refined is False and self.refine:
-            flagged = True
-        if fallback is None and fit.matches and fit.inliers < self.flag_inlier_ratio * fit.matches:
+    def _refine_best(self, s: _Search, ok: list[int]) -> None:
+        """Refine the best coarse fits, in order, until `refine_top` refinements succeed (one spare try).
+        The preferred candidate goes first; the others compete with it only when their coarse score is
+        clearly better (each refinement costs two full-resolution warps)."""
+        fits = s.fits
+        corners = self._plate_corners(s.plate, s.subject)
+        order = sorted(ok, key=lambda k: fits[k].score.total)
+        if s.prefer in ok:
+            rivals = [k for k in order if k != s.prefer and
+                      fits[k].score.total * (1 + s.margin) < fits[s.prefer].score.total]
+            need = 1 + min(self.options.refine_top, len(rivals))
+            todo = [s.prefer] + rivals + [k for k in order if k != s.prefer and k not in rivals]
+        else:
+            todo, need = order, self.options.refine_top
+        done = 0
+        for k in todo[:need + 1]:  # one spare try
+            if done >= need:
+                break
+            refined = self._refine(s.cands[k], s.plate, fits[k], corners)
+            if refined is not None:
+                self._score_fit(refined, s.cands[k], s.plate, s.subject, agreed=s.agreed, priors=s.priors)
+                if refined.failure is None:
+                    fits[k] = refined
+                    done += 1
+
+    def _choose(self, s: _Search) -> _Choice:
+        """The candidate to use, of those that fitted: the best refined score, unless the previous choice
+        is within the hysteresis margin; a plain resize when that is as good (takes in register)."""
+        fits, ok = s.fits, s.usable()
+        # Refined fits are more accurate than coarse ones and were scored with the better subject
+        # mask, so they win whenever there is one.
+        pool = [k for k in ok if fits[k].refined] or ok
+        chosen = min(pool, key=lambda k: fits[k].score.total)
+        how = (f"lowest refined score of {len(pool)}" if len(pool) > 1 else
+               f"lowest coarse score ({s.coarse_total.get(chosen, float('nan')):.4f})")
+        if s.prefer in pool and s.prefer != chosen:
+            keep, detail = self._keep_preferred(s, chosen)
+            if keep:
+                how = f"previous frame's choice, within {s.margin:.0%} of the best ({detail})"
+                chosen = s.prefer
+        fit = fits[chosen]
+        by_coarse = sorted(s.coarse_total, key=s.coarse_total.get)
+        runner = next((k for k in by_coarse if k != chosen), None)
+        reason = (f"{len(ok)} of {len(s.cands)} candidates fitted; chosen for the {how}; score "
+                  f"{fit.score.total:.4f} (photometric {fit.score.photometric:.4f}, coverage "
+                  f"{fit.score.coverage:.3f})")
+        if runner is not None:
+            reason += f"; runner-up {s.labels[runner]}, coarse score {s.coarse_total[runner]:.4f}"
+        if not fit.refined and self.options.refine:
+            reason += "; sub-pixel refinement failed, coarse fit used"
+        # A clean plate already in register (locked-off takes) stays exactly in register: the plain
+        # resize is kept unless the fit is clearly better on the agreed background.
+        same = geo.resize_matrix(s.cands[chosen].size, s.plate.size)
+        if geo.corner_errors(fit.h, same, s.plate.size).max() < _IN_REGISTER_PX:
+            plain = Fit(h=same, matches=fit.matches, inliers=fit.inliers, refined=fit.refined,
+                        refined_points=fit.refined_points)
+            self._score_fit(plain, s.cands[chosen], s.plate, s.subject, agreed=s.agreed, priors=s.priors,
+                            check=False)
+            if plain.score.total <= fit.score.total * _IN_REGISTER_SLACK:
+                fit = fits[chosen] = plain
+                reason += "; in register as it is (the fit does no better)"
+        return _Choice(chosen, fit, None, reason)
+
+    def _keep_preferred(self, s: _Search, chosen: int) -> tuple[bool, str]:
+        """Hysteresis: whether the preferred candidate stays, and the figures compared. Judged on what each
+        would deliver: after the dense step where it runs (homography scores differ by parallax the dense
+        step removes), on the pixels both take as background."""
+        fits, prefer, margin = s.fits, s.prefer, s.margin
+        if not self.options.dense:
+            keep = fits[prefer].score.total <= fits[chosen].score.total * (1 + margin)
+            return keep, f"score {fits[prefer].score.total:.4f} vs {fits[chosen].score.total:.4f}"
+        cache = s.dense_cache
+        for k in (chosen, prefer):
+            cache[k] = (fits[k].h, self._dense(s.cands[k], s.plate, fits[k].h, fits[k].score))
+        bg = ~cache[chosen][1][0].subject & ~cache[prefer][1][0].subject
+        err = {k: self._aligned_error(s.cands[k], s.plate, fits[k].h, cache[k][1][1] if cache[k][1][2] else None,
+                                      fits[k].score, bg) for k in (chosen, prefer)}
+        keep = err[chosen] >= (1 - margin) * err[prefer]
+        return keep, f"background error after the dense step {err[prefer]:.4f} vs {err[chosen]:.4f}"
+
+    def _flag(self, s: _Search, c: _Choice) -> None:
+        """Flag the choice for a human look where it needs one, and take the exposure from the previous
+        frames where too little background is visible for the frame's own."""
+        o, fit, score = self.options, c.fit, c.fit.score
+        c.flagged = c.fallback is not None
+        if score.coverage < o.flag_coverage:
+            c.flagged = True
+            c.reason += f"; flagged: covers only {score.coverage:.0%} of the plate"
+        if c.fallback is None and fit.refined is False and o.refine:
+            c.flagged = True
+        if c.fallback is None and fit.matches and fit.inliers < o.flag_inlier_ratio * fit.matches:
             # Most matches disagreeing with the fit is what repeated patterns (or a subject filling the
             # frame) look like: the fit may be off by a whole pattern repeat.
-            flagged = True
-            reason += f"; flagged: only {fit.inliers} of {fit.matches} matches agree (repeated texture?)"
-        if score.background_share < self.min_background and exposure_prior is not None:
-            score.gain, score.bias = np.asarray(exposure_prior[0], float), np.asarray(exposure_prior[1], float)
+            c.flagged = True
+            c.reason += f"; flagged: only {fit.inliers} of {fit.matches} matches agree (repeated texture?)"
+        if score.background_share < o.min_background and s.exposure_prior is not None:
+            score.gain = np.asarray(s.exposure_prior[0], float)
+            score.bias = np.asarray(s.exposure_prior[1], float)
             score.exposure_source = "previous frames"
-            reason += f"; only {score.background_share:.0%} of the frame is background: exposure of previous frames"
+            c.reason += (f"; only {score.background_share:.0%} of the frame is background: exposure of "
+                         "previous frames")
 
-        h, steady = fit.h, 1
-        dense_state, flow, res = ("off" if not self.dense else "not run"), None, None
-        if self.dense and fallback is None:
-            if chosen in dense_cache and np.array_equal(dense_cache[chosen][0], h):
-                res, flow, applied = dense_cache[chosen][1:]
-            else:
-                res, flow, applied = self._dense(cands[chosen], pf, h, score)
-            dense_state = "applied" if applied else "no gain"
-            if not applied:
-                flow = None
-        # While the plate holds still, the previous frame's alignment of the same clean frame is kept
-        # unless this frame's own is clearly better on the background. With depth a homography is ambiguous (which
-        # layer dominates) and refits wander by a pixel; the whole alignment, not the fit, is compared,
-        # so a still plate gets a still clean plate.
-        if still and fallback is None and track.get("index") == chosen:
-            h_prev, f_prev = np.asarray(track["homography"], np.float64), track.get("flow")
-            if geo.corner_errors(h, h_prev, pf.size).max() < 0.01 * max(pf.size):
-                bg = self._dense_background(pf, score, res)
-                new = self._aligned_error(cands[chosen], pf, h, flow, score, bg)
-                old = self._aligned_error(cands[chosen], pf, h_prev, f_prev, score, bg)
-                # Like the choice of frame, a kept alignment gets harder to overturn the longer it holds.
-                if old <= (1 + min(0.1, 0.03 * (1 + np.log2(int(track.get("count", 1)))))) * new:
-                    h, flow, steady = h_prev, f_prev, int(track.get("count", 1)) + 1
-                    if self.dense:
-                        dense_state = "applied" if flow is not None else "no gain"
-                    reason += f"; alignment of the previous frame kept (background error {old:.4f} vs {new:.4f})"
-        background, valid = self._render(cands[chosen], pf, h, score, flow)
-        shares = res.shares() if res is not None else None
+    def _warp(self, s: _Search, c: _Choice) -> _Warp:
+        """The chosen fit's homography and, where it runs and helps, the dense residual warp."""
+        h = c.fit.h
+        if not self.options.dense:
+            return _Warp(h, None, None, "off")
+        if c.fallback is not None:
+            return _Warp(h, None, None, "not run")
+        cached = s.dense_cache.get(c.index)
+        if cached is not None and np.array_equal(cached[0], h):
+            # Measured before `_flag`, which may change the exposure: its error is not this one's.
+            (res, flow, applied, _), error = cached[1], None
+        else:
+            res, flow, applied, error = self._dense(s.cands[c.index], s.plate, h, c.fit.score)
+        return _Warp(h, flow if applied else None, res, "applied" if applied else "no gain", error=error)
+
+    def _hold_still(self, s: _Search, c: _Choice, w: _Warp) -> None:
+        """While the plate holds still, keep the previous frame's alignment of the same clean frame unless
+        this frame's own is clearly better on the background. With depth a homography is ambiguous
+        (which layer dominates) and refits wander by a pixel; the whole alignment, not the fit, is
+        compared, so a still plate gets a still clean plate."""
+        track, pf = s.track, s.plate
+        if not (s.still and c.fallback is None and track.get("index") == c.index):
+            return
+        h_prev, f_prev = np.asarray(track["homography"], np.float64), track.get("flow")
+        if not geo.corner_errors(w.h, h_prev, pf.size).max() < _HOLD_SAME * max(pf.size):
+            return
+        score, clean = c.fit.score, s.cands[c.index]
+        bg = self._dense_background(pf, score, w.res)
+        # The dense step's own figure is this one: the same alignment, exposure and background.
+        new = w.error if w.error is not None else self._aligned_error(clean, pf, w.h, w.flow, score, bg)
+        old = self._aligned_error(clean, pf, h_prev, f_prev, score, bg)
+        # Like the choice of frame, a kept alignment gets harder to overturn the longer it holds.
+        count = int(track.get("count", 1))
+        if old <= (1 + min(_HOLD_CAP, _HOLD_MARGIN * (1 + np.log2(count)))) * new:
+            w.h, w.flow, w.steady = h_prev, f_prev, count + 1
+            if self.options.dense:
+                w.state = "applied" if f_prev is not None else "no gain"
+            c.reason += f"; alignment of the previous frame kept (background error {old:.4f} vs {new:.4f})"
+
+    def _result(self, s: _Search, c: _Choice, w: _Warp, background: np.ndarray, valid: np.ndarray,
+                t0: float) -> AlignResult:
+        """The `AlignResult` of a search (`t0`: its `time.perf_counter()` start)."""
+        fit, score = c.fit, c.fit.score
+        shares = w.res.shares() if w.res is not None else None
         return AlignResult(
-            background=background, valid=valid, homography=h, index=chosen, inliers=fit.inliers,
+            background=background, valid=valid, homography=w.h, index=c.index, inliers=fit.inliers,
             matches=fit.matches, refined_points=fit.refined_points, score=score.photometric, ncc=score.ncc,
             coverage=score.coverage, gain=tuple(float(g) for g in score.gain),
-            bias=tuple(float(b) for b in score.bias), fallback=fallback, flagged=flagged, reason=reason,
-            candidates=[_candidate_qc(k, f, labels[k]) for k, f in enumerate(fits)],
-            ms=(time.perf_counter() - t0) * 1000, dense=dense_state,
-            residual_px=res.magnitude if flow is not None else 0.0,
+            bias=tuple(float(b) for b in score.bias), fallback=c.fallback, flagged=c.flagged, reason=c.reason,
+            candidates=[_candidate_qc(k, f, s.labels[k]) for k, f in enumerate(s.fits)],
+            ms=(time.perf_counter() - t0) * 1000, dense=w.state,
+            residual_px=w.res.magnitude if w.flow is not None else 0.0,
             background_share=shares["background"] if shares else score.background_share,
             subject_share=shares["subject"] if shares else 1 - score.background_share,
-            homography_share=shares["fallback"] if flow is not None else 1.0,
-            exposure_source=score.exposure_source, flow=flow, steady=steady, plate_gray=pf.features.gray,
-            still=still, held=held + 1 if prefer is not None and chosen == prefer else 1)
+            homography_share=shares["fallback"] if w.flow is not None else 1.0,
+            exposure_source=score.exposure_source, flow=w.flow, steady=w.steady, plate_gray=s.plate.features.gray,
+            still=s.still, held=s.held + 1 if s.prefer is not None and c.index == s.prefer else 1)
 
     def _dense(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score):
         """The residual warp of `clean` (fitted by `h`) to `plate` at the dense size: (`dense.Residual`,
-        flow, whether it lines the background up better than `h` alone)."""
+        flow, whether it lines the background up better than `h` alone, the background error
+        (`_aligned_error` over valid background) of the better of the two)."""
         dsize = (plate.dense.shape[1], plate.dense.shape[0])
         hd = plate.to_dense @ h @ np.linalg.inv(clean.to_dense)
         csize = (clean.dense.shape[1], clean.dense.shape[0])
         warped = cv2.warpPerspective(clean.dense, hd, dsize, flags=cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_REPLICATE)
         valid = geo.coverage_mask(hd, csize, dsize)
-        matched = pm.apply_exposure(warped, score.gain, score.bias) if self.exposure else pm.clip01(warped)
-        noise = 1.25 * float(score.photometric) if np.isfinite(score.photometric) else 0.01
-        grow = max(1, int(self.subject_margin * max(dsize)))
+        matched = self._matched(warped, score)
+        noise = _NOISE_PER_SCORE * float(score.photometric) if np.isfinite(score.photometric) else _NOISE_DEFAULT
+        grow = max(1, int(self.options.subject_margin * max(dsize)))
         res = dense.estimate(plate.dense, matched, valid, noise, plate.size[0] / dsize[0], grow=grow)
         bg = valid & ~res.subject
-        before = self._aligned_error(clean, plate, h, None, score, bg)
+        # `matched` is what `_aligned_error(clean, plate, h, None, score, bg)` would warp again.
+        before = self._blurred_error(plate, matched, bg)
         after = self._aligned_error(clean, plate, h, res.flow, score, bg)
-        return res, res.flow, bool(after < 0.97 * before)
+        applied = bool(after < _DENSE_GAIN * before)
+        return res, res.flow, applied, after if applied else before
+
+    def _matched(self, warped: np.ndarray, score: _Score) -> np.ndarray:
+        """`warped` (float32 RGB, a warp's fresh output) brought to the plate's exposure in place, or just
+        clipped to 0..1 when exposure matching is off; returns it."""
+        if self.options.exposure:
+            return pm.apply_exposure(warped, score.gain, score.bias, out=warped)
+        return pm.clip01(warped)
 
     def _dense_background(self, plate: PreparedFrame, score: _Score, res) -> np.ndarray:
         """Background at the dense size (the score size when the dense step is off): outside the dense
@@ -621,39 +745,48 @@ class Aligner:
         bg = bg & geo.coverage_mask(hd, (c_img.shape[1], c_img.shape[0]), dsize)
         if not bg.any():
             return float("inf")
-        matched = pm.apply_exposure(warped, score.gain, score.bias) if self.exposure else pm.clip01(warped)
-        blur = [cv2.GaussianBlur(x, (0, 0), 1.0) for x in (p_img, matched)]
-        return float(pm.residual_map(*blur)[bg].mean())
+        return self._blurred_error(plate, self._matched(warped, score), bg)
+
+    def _blurred_error(self, plate: PreparedFrame, matched: np.ndarray, bg: np.ndarray) -> float:
+        """Mean residual over `bg` between `plate`'s working copy and `matched` (the clean plate aligned
+        and exposure-matched at that size), both lightly blurred; inf when `bg` is empty."""
+        if not bg.any():
+            return float("inf")
+        if plate.blurred is None:
+            plate.blurred = cv2.GaussianBlur(_working_copy(plate)[0], (0, 0), _ERROR_BLUR)
+        return float(pm.residual_map(plate.blurred, cv2.GaussianBlur(matched, (0, 0), _ERROR_BLUR))[bg].mean())
 
     # -- steps ------------------------------------------------------------------------------------------
 
     def coarse_fit(self, clean: Features, plate: Features) -> Fit:
         """Feature-based homography, clean px -> plate px, with its match statistics (`Fit`); a failed fit
         has `failure` set (too few features or matches, implausible, too little overlap)."""
-        if clean.descriptors is None or plate.descriptors is None or len(clean.points) < 8 \
-                or len(plate.points) < 8:
+        o = self.options
+        if clean.descriptors is None or plate.descriptors is None or len(clean.points) < _MIN_FEATURES \
+                or len(plate.points) < _MIN_FEATURES:
             n = min(len(clean.points), len(plate.points))
             return Fit(failure=f"too few features ({n}); blank or featureless frame")
         # Ratio test, then one-to-one: a plate feature claimed by several clean features keeps only its
         # closest (a cheap stand-in for a full reverse cross-check, which would double the matching time).
         best: dict[int, cv2.DMatch] = {}
         for pair in self._matcher.knnMatch(clean.descriptors, plate.descriptors, k=2):
-            if len(pair) == 2 and pair[0].distance < self.ratio * pair[1].distance:
+            if len(pair) == 2 and pair[0].distance < o.ratio * pair[1].distance:
                 m = pair[0]
                 if m.trainIdx not in best or m.distance < best[m.trainIdx].distance:
                     best[m.trainIdx] = m
-        src = [clean.points[m.queryIdx] for m in best.values()]
-        dst = [plate.points[m.trainIdx] for m in best.values()]
+        # Gathered by index: the same N x 2 float32 rows, in the same order, without a list of arrays.
+        src = clean.points[np.fromiter((m.queryIdx for m in best.values()), np.intp, len(best))]
+        dst = plate.points[np.fromiter((m.trainIdx for m in best.values()), np.intp, len(best))]
         fit = Fit(matches=len(src))
-        if len(src) < self.min_inliers:
-            fit.failure = f"too few matches ({len(src)} < {self.min_inliers})"
+        if len(src) < o.min_inliers:
+            fit.failure = f"too few matches ({len(src)} < {o.min_inliers})"
             return fit
-        # Threshold in full-resolution pixels, ~2 pixels of the feature copy.
-        h, inl = cv2.findHomography(np.float32(src), np.float32(dst), cv2.USAC_MAGSAC, 2.0 * plate.pixel,
-                                    maxIters=5000, confidence=0.999)
+        h, inl = cv2.findHomography(src, dst, cv2.USAC_MAGSAC,
+                                    _COARSE_THRESHOLD * plate.pixel, maxIters=_COARSE_ITERATIONS,
+                                    confidence=_FIT_CONFIDENCE)
         fit.inliers = int(inl.sum()) if inl is not None else 0
-        if h is None or fit.inliers < self.min_inliers:
-            fit.failure = f"too few inliers ({fit.inliers} < {self.min_inliers})"
+        if h is None or fit.inliers < o.min_inliers:
+            fit.failure = f"too few inliers ({fit.inliers} < {o.min_inliers})"
             return fit
         fit.h = h / h[2, 2]
         fit.failure = self._implausible(fit.h, clean, plate)
@@ -661,9 +794,10 @@ class Aligner:
 
     def _implausible(self, h: np.ndarray, clean, plate) -> str | None:
         """Why `h` is not a usable clean -> plate fit (frames or `Features`, anything with `.size`)."""
-        why = geo.implausibility(h, clean.size, plate.size, self.max_scale)
-        if why is None and geo.coverage(h, clean.size, plate.size) < self.min_overlap:
-            why = f"overlaps less than {self.min_overlap:.0%} of the plate"
+        o = self.options
+        why = geo.implausibility(h, clean.size, plate.size, o.max_scale)
+        if why is None and geo.coverage(h, clean.size, plate.size) < o.min_overlap:
+            why = f"overlaps less than {o.min_overlap:.0%} of the plate"
         return why
 
     def _small_warp(self, h: np.ndarray, clean: PreparedFrame, plate: PreparedFrame):
@@ -674,30 +808,33 @@ class Aligner:
                                      borderMode=cv2.BORDER_REPLICATE)
         return warped, geo.coverage_mask(hs, (clean.small.shape[1], clean.small.shape[0]), small_size)
 
-    def _own_background(self, h: np.ndarray, clean: PreparedFrame, plate: PreparedFrame,
-                        subject: np.ndarray | None) -> np.ndarray:
-        """Where `clean`, fitted by `h`, has the structure of `plate` (small size, bool)."""
-        warped, valid = self._small_warp(h, clean, plate)
+    def _own_background(self, warp: tuple, plate: PreparedFrame, subject: np.ndarray | None) -> np.ndarray:
+        """Where a candidate, warped into `plate` (`_small_warp`'s (warped, valid)), has the structure of
+        `plate` (small size, bool)."""
+        warped, valid = warp
         return pm.agreeing_background(warped, plate.small, valid if subject is None else valid & ~subject)
 
     def _score_fit(self, fit: Fit, clean: PreparedFrame, plate: PreparedFrame, subject: np.ndarray | None,
-                   agreed: np.ndarray | None = None, priors: tuple = (), check: bool = True) -> None:
+                   agreed: np.ndarray | None = None, priors: tuple = (), check: bool = True,
+                   warp: tuple | None = None) -> None:
         """Photometric score of a fit on the small copies, on background only; fails the fit (when
         `check`) if the background's structure does not match.
 
         subject: known subject (small size) to leave out; agreed: the background agreed among the
         candidates (small size), else the fit's own. Exposure comes from that background only
         (`photometric.background_exposure`), with `priors` as the alternatives it must beat.
+        warp: `_small_warp(fit.h, clean, plate)` when already made (read, not changed).
         """
-        warped, valid = self._small_warp(fit.h, clean, plate)
+        o = self.options
+        warped, valid = warp if warp is not None else self._small_warp(fit.h, clean, plate)
         base = valid if subject is None else valid & ~subject
         if agreed is not None:
             base = base & agreed
         source = "off"
-        if self.exposure:
+        if o.exposure:
             # An agreed background is already clean of the subject: one fit on it.
             gain, bias, bg, source = pm.background_exposure(
-                warped, plate.small, base, priors=priors, iterations=2 if agreed is None else 0,
+                warped, plate.small, base, priors=priors, iterations=_EXPOSURE_ROUNDS if agreed is None else 0,
                 seeded=agreed is None)
         else:
             gain, bias, bg = np.ones(3), np.zeros(3), base
@@ -709,22 +846,22 @@ class Aligner:
         cover = geo.coverage(fit.h, clean.size, plate.size)
         corr = pm.ncc(cv2.cvtColor(plate.small, cv2.COLOR_RGB2GRAY), cv2.cvtColor(matched, cv2.COLOR_RGB2GRAY),
                       bg)
-        total = photometric + self.coverage_weight * (1 - cover) if np.isfinite(photometric) else np.inf
+        total = photometric + o.coverage_weight * (1 - cover) if np.isfinite(photometric) else np.inf
         fit.score = _Score(total, photometric, cover, corr, gain, bias, residual, valid, bg, source)
-        if check and fit.failure is None and corr < self.min_ncc:
-            fit.failure = (f"images do not match once aligned (correlation {corr:.2f} < {self.min_ncc:g} "
+        if check and fit.failure is None and corr < o.min_ncc:
+            fit.failure = (f"images do not match once aligned (correlation {corr:.2f} < {o.min_ncc:g} "
                            f"on the {bg.mean():.0%} of the frame taken as background)")
 
     def _plate_corners(self, plate: PreparedFrame, subject_small: np.ndarray | None) -> np.ndarray:
         """Well-spread background corners of the plate (N x 2 float32, plate px) for the refinement."""
         fh, fw = plate.features.gray.shape
         mask = np.zeros((fh, fw), np.uint8)
-        border = _LK_WINDOW[0] // 2 + 2
+        border = _CORNER_BORDER
         mask[border:fh - border, border:fw - border] = 255
         if subject_small is not None:
             mask[cv2.resize(subject_small.astype(np.uint8), (fw, fh), interpolation=cv2.INTER_NEAREST) > 0] = 0
-        pts = cv2.goodFeaturesToTrack(plate.features.gray, self.refine_points, 0.005, max(fw, fh) / 45,
-                                      mask=mask, blockSize=5)
+        pts = cv2.goodFeaturesToTrack(plate.features.gray, self.options.refine_points, _CORNER_QUALITY,
+                                      max(fw, fh) / _CORNERS_ACROSS, mask=mask, blockSize=_CORNER_BLOCK)
         if pts is None:
             return np.zeros((0, 2), np.float32)
         return geo.project(np.linalg.inv(plate.features.to_feature), pts.reshape(-1, 2)).astype(np.float32)
@@ -739,7 +876,8 @@ class Aligner:
         passes:  track-and-refit rounds; the second removes most of what the first left (about a
                  quarter of the error), later ones add nothing measurable.
         """
-        if len(corners) < self.min_inliers:
+        min_inliers = self.options.min_inliers
+        if len(corners) < min_inliers:
             return None
         # Bring the plate to the candidate's exposure: Lucas-Kanade assumes equal brightness.
         g = float(np.mean(coarse.score.gain))
@@ -754,22 +892,21 @@ class Aligner:
             # Lucas-Kanade measures without bias (a zoom, roll or resolution change between the takes
             # would distort every tracking window).
             warped = cv2.warpPerspective(clean.gray, h_full, plate.size, flags=cv2.INTER_LINEAR)
-            inside = geo.coverage_mask(h_full, clean.size, plate.size, inset=_LK_WINDOW[0] // 2 + 4)
+            inside = geo.coverage_mask(h_full, clean.size, plate.size, inset=_TRACK_INSET)
             src = corners[inside[y, x]]
-            if len(src) < self.min_inliers:
+            if len(src) < min_inliers:
                 return None
             tracked, status, _ = cv2.calcOpticalFlowPyrLK(
                 plate_u8, warped, src, src.copy(), winSize=_LK_WINDOW, maxLevel=levels if p == 0 else 0,
-                criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.003),
-                flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+                criteria=_LK_CRITERIA, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
             good = status.ravel() == 1
             src, tracked = src[good], tracked[good]
-            if len(src) < self.min_inliers:
+            if len(src) < min_inliers:
                 return None
             # The correction, warped candidate px -> plate px.
-            h_fix, inl = cv2.findHomography(tracked, src, cv2.USAC_MAGSAC, 1.0, maxIters=2000,
-                                            confidence=0.999)
-            if h_fix is None or inl is None or inl.sum() < self.min_inliers:
+            h_fix, inl = cv2.findHomography(tracked, src, cv2.USAC_MAGSAC, _REFINE_THRESHOLD,
+                                            maxIters=_REFINE_ITERATIONS, confidence=_FIT_CONFIDENCE)
+            if h_fix is None or inl is None or inl.sum() < min_inliers:
                 return None
             keep = inl.ravel().astype(bool)
             # A plain least-squares (Levenberg-Marquardt) polish on the inliers: MAGSAC's weighting is
@@ -783,15 +920,16 @@ class Aligner:
         fit.failure = self._implausible(h_full, clean, plate)
         # A refinement that moves far from its starting point has locked onto something else.
         drift = geo.corner_errors(h_full, coarse.h, plate.size).max()
-        if fit.failure is None and drift > 0.05 * max(plate.size):
+        if fit.failure is None and drift > _MAX_DRIFT * max(plate.size):
             fit.failure = f"refinement drifted {drift:.1f} px from the feature fit"
         return fit
 
-    def _fallback(self, cands, plate, fits, prior, subject, labels):
+    def _fallback(self, s: _Search, prior: tuple[int, np.ndarray] | None) -> _Choice:
         """No candidate fitted. Refit from a starting guess by tracking alone, which needs texture but not
         distinctive features (so it copes with repeated patterns): the previous frame's homography, then
         a plain resize of the middle candidate. Failing that, use the first guess as it stands."""
-        failures = "; ".join(f"{labels[k]}: {f.failure}" for k, f in enumerate(fits))
+        cands, plate, labels, subject = s.cands, s.plate, s.labels, s.subject
+        failures = "; ".join(f"{labels[k]}: {f.failure}" for k, f in enumerate(s.fits))
         seeds = []
         if prior is not None:
             k, h0 = prior
@@ -805,36 +943,39 @@ class Aligner:
         for name, k, h0, what in seeds:
             seed = Fit(h=h0)
             self._score_fit(seed, cands[k], plate, subject)
-            refined = self._refine(cands[k], plate, seed, corners, levels=3)
+            refined = self._refine(cands[k], plate, seed, corners, levels=_FALLBACK_LEVELS)
             if refined is not None:
                 self._score_fit(refined, cands[k], plate, subject)
                 if refined.failure is None:
-                    return k, refined, f"{name}_refined", \
-                        f"no candidate fitted ({failures}); refitted {labels[k]} from {what}"
+                    return _Choice(k, refined, f"{name}_refined",
+                                   f"no candidate fitted ({failures}); refitted {labels[k]} from {what}")
         name, k, h0, what = seeds[0]
         seed = Fit(h=h0)
         self._score_fit(seed, cands[k], plate, subject)
-        return k, seed, name, f"no candidate fitted ({failures}); used {what}"
+        return _Choice(k, seed, name, f"no candidate fitted ({failures}); used {what}")
 
     def _render(self, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray, score: _Score,
                 flow: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`clean` warped into `plate` by `h` (and `flow`), exposure-matched, the plate where it does not
+        cover: (H x W x 3 float32 background, H x W bool valid)."""
         w, hh = plate.size
         if flow is None and clean.size == plate.size and np.array_equal(h, np.eye(3)):
             # Already in register: the clean frame itself, every pixel of it.
-            background = clean.image.copy()
-            if self.exposure:
-                background = pm.apply_exposure(background, score.gain, score.bias)
+            if self.options.exposure:
+                background = pm.apply_exposure(clean.image, score.gain, score.bias)
+            else:
+                background = clean.image.copy()
             return background, np.ones((hh, w), bool)
         if flow is None:
-            warped = cv2.warpPerspective(clean.image, h, (w, hh), flags=_INTERPOLATION[self.interpolation],
+            warped = cv2.warpPerspective(clean.image, h, (w, hh), flags=INTERPOLATIONS[self.options.interpolation],
                                          borderMode=cv2.BORDER_REPLICATE)
         else:
             # One resampling of the clean frame through homography and residual motion together.
             where = dense.sampling_map(h, flow, plate.size, plate.to_dense)
-            interp = cv2.INTER_CUBIC if self.dense_interpolation == "cubic" else cv2.INTER_LINEAR
-            warped = cv2.remap(clean.image, where, None, interp, borderMode=cv2.BORDER_REPLICATE)
+            warped = cv2.remap(clean.image, where, None, DENSE_INTERPOLATIONS[self.options.dense_interpolation],
+                               borderMode=cv2.BORDER_REPLICATE)
         valid = geo.coverage_mask(h, clean.size, plate.size)
-        background = pm.apply_exposure(warped, score.gain, score.bias) if self.exposure else pm.clip01(warped)
+        background = self._matched(warped, score)
         cv2.copyTo(plate.image, (~valid).view(np.uint8), dst=background)
         return background, valid
 
@@ -845,26 +986,27 @@ class Aligner:
         if mask.shape != (plate_size[1], plate_size[0]):
             raise HowardError(f"{label}: subject mask is {mask.shape[1::-1]} but the plate is {plate_size}; "
                               "pass the previous frame's matte at plate size")
-        hot = (mask > 0.1).astype(np.uint8)
-        grow = int(self.subject_margin * max(plate_size))
+        hot = (mask > _MATTE_SUBJECT).astype(np.uint8)
+        grow = int(self.options.subject_margin * max(plate_size))
         # The matte is a frame old and the subject has moved since: grow it generously.
         if grow > 0 and hot.any():
             hot = cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
         return hot.astype(bool)
 
 
-def _still(previous: np.ndarray | None, plate: Features, tolerance: float = 0.15) -> bool:
+def _still(previous: np.ndarray | None, plate: Features, tolerance: float = _STILL_PX) -> bool:
     """Whether the plate has not moved since the frame whose feature-size luma is `previous`: corners of
     that frame tracked into this one (Lucas-Kanade) move less than `tolerance` plate pixels (median,
     so a moving subject does not count)."""
     if previous is None or previous.shape != plate.gray.shape:
         return False
-    pts = cv2.goodFeaturesToTrack(previous, 200, 0.01, 8)
-    if pts is None or len(pts) < 16:
+    pts = cv2.goodFeaturesToTrack(previous, _STILL_CORNERS, _STILL_QUALITY, _STILL_SPACING)
+    if pts is None or len(pts) < _STILL_MIN_TRACKS:
         return False
-    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, plate.gray, pts, None, winSize=_LK_WINDOW, maxLevel=2)
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, plate.gray, pts, None, winSize=_LK_WINDOW,
+                                                maxLevel=_STILL_LEVELS)
     ok = status.ravel() == 1
-    if ok.sum() < 16:
+    if ok.sum() < _STILL_MIN_TRACKS:
         return False
     shift = np.linalg.norm((moved - pts).reshape(-1, 2)[ok], axis=1)
     return float(np.median(shift)) * plate.pixel < tolerance

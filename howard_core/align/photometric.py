@@ -18,6 +18,30 @@ _CLIP_LO, _CLIP_HI = 0.01, 0.98
 _MIN_PIXELS = 64
 # A global gain and bias are pinned down by a few thousand pixels; more only costs time.
 _FIT_PIXELS = 3000
+# Median absolute deviation -> standard deviation, for Gaussian noise.
+_MAD_SIGMA = 1.4826
+# The exposure fit: a pixel whose residual is beyond this many robust sigmas (in any channel) is refitted
+# without; gains are kept within two stops either way (beyond is not an exposure change but a bad fit);
+# a channel whose variance is below this has too little contrast to fit a gain.
+_OUTLIER_SIGMAS = 2.5
+_GAIN_RANGE = (0.25, 4.0)
+_FLAT_VARIANCE = 1e-6
+# `ncc` high-passes with a box of this size (score-size px): structure, not brightness gradients.
+_HIGHPASS = (9, 9)
+# `subject_estimate`: subject beyond this many noise sigmas, and at least this residual (display units).
+_SUBJECT_SIGMAS = 6
+_SUBJECT_FLOOR = 0.05
+# `local_agreement`: windows with less variance than a few noise steps have no structure to agree on.
+_TEXTURE_VARIANCE = 1e-4
+# `agreeing_background`: local correlation that counts as the same structure, and the least share of the
+# covered frame that must agree for the test to be trusted.
+_AGREE = 0.7
+_AGREE_MIN_SHARE = 0.01
+# `background_exposure`: after a fit, the subject is beyond this many sigmas and this residual (looser
+# than `subject_estimate`: the fit is refitted without it), grown by a 5 x 5 box.
+_REFIT_SIGMAS = 4
+_REFIT_FLOOR = 0.03
+_REFIT_GROW = (5, 5)
 
 
 def fit_exposure(clean: np.ndarray, plate: np.ndarray, mask: np.ndarray,
@@ -46,25 +70,27 @@ def fit_exposure(clean: np.ndarray, plate: np.ndarray, mask: np.ndarray,
         dx = x - mx
         var = (dx * dx).mean(1, keepdims=True)
         cov = (dx * (y - my)).mean(1, keepdims=True)
-        gain = np.where(var < 1e-6, 1.0, np.clip(cov / np.maximum(var, 1e-12), 0.25, 4.0))
+        gain = np.where(var < _FLAT_VARIANCE, 1.0, np.clip(cov / np.maximum(var, 1e-12), *_GAIN_RANGE))
         bias = my - gain * mx
         if k < iterations:
             # Residuals in units of each channel's robust sigma (1.4826 x median absolute residual); a
             # pixel goes if any channel is beyond 2.5 sigmas.
             r = np.abs(y - (gain * x + bias))
             half = r.shape[1] // 2
-            r /= np.maximum(1.4826 * np.partition(r, half, axis=1)[:, half:half + 1], 1e-6)
-            keep = r.max(axis=0) <= 2.5
+            r /= np.maximum(_MAD_SIGMA * np.partition(r, half, axis=1)[:, half:half + 1], 1e-6)
+            keep = r.max(axis=0) <= _OUTLIER_SIGMAS
             x, y = x[:, keep], y[:, keep]
     return np.ravel(gain).astype(np.float64), np.ravel(bias).astype(np.float64)
 
 
-def apply_exposure(img: np.ndarray, gain: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """`gain * img + bias` per channel, clipped to 0..1; h x w x 3 float32 in, new array out."""
+def apply_exposure(img: np.ndarray, gain: np.ndarray, bias: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """`gain * img + bias` per channel, clipped to 0..1; h x w x 3 float32 in, a new array out, or
+    written to `out` (same shape, float32; `img` itself to work in place, which spares a full-size
+    allocation: every pixel is read before it is written)."""
     m = np.zeros((3, 4), np.float32)
     m[np.arange(3), np.arange(3)] = gain
     m[:, 3] = bias
-    return clip01(cv2.transform(img, m))
+    return clip01(cv2.transform(img, m, dst=out))
 
 
 def clip01(img: np.ndarray) -> np.ndarray:
@@ -101,8 +127,8 @@ def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     if len(idx) < _MIN_PIXELS:
         return 0.0
     idx = idx[:: max(1, len(idx) // (4 * _FIT_PIXELS))]
-    ha = a - cv2.blur(a, (9, 9))
-    hb = b - cv2.blur(b, (9, 9))
+    ha = a - cv2.blur(a, _HIGHPASS)
+    hb = b - cv2.blur(b, _HIGHPASS)
     x, y = ha.ravel()[idx].astype(np.float64), hb.ravel()[idx].astype(np.float64)
     x -= x.mean()
     y -= y.mean()
@@ -120,8 +146,8 @@ def subject_estimate(residual: np.ndarray, valid: np.ndarray, grow: int) -> np.n
     r = residual[valid]
     if r.size < _MIN_PIXELS:
         return np.zeros_like(valid)
-    sigma = 1.4826 * float(np.median(r))
-    hot = ((residual > max(0.05, 6 * sigma)) & valid).astype(np.uint8)
+    sigma = _MAD_SIGMA * float(np.median(r))
+    hot = ((residual > max(_SUBJECT_FLOOR, _SUBJECT_SIGMAS * sigma)) & valid).astype(np.uint8)
     hot = cv2.morphologyEx(hot, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     if grow > 0:
         hot = cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
@@ -140,7 +166,7 @@ def local_agreement(a: np.ndarray, b: np.ndarray, radius: int = 3) -> np.ndarray
     vb = cv2.boxFilter(b * b, -1, k) - mb * mb
     cov = cv2.boxFilter(a * b, -1, k) - ma * mb
     # Windows with less contrast than a few noise steps have no structure to agree on.
-    textured = (va > 1e-4) & (vb > 1e-4)
+    textured = (va > _TEXTURE_VARIANCE) & (vb > _TEXTURE_VARIANCE)
     return np.where(textured, cov / np.sqrt(np.maximum(va * vb, 1e-12)), 0.0).astype(np.float32)
 
 
@@ -148,8 +174,8 @@ def agreeing_background(warped: np.ndarray, plate: np.ndarray, valid: np.ndarray
     """Where the local structure of the two takes agrees (h x w bool, within `valid`): background by a
     test independent of exposure; all of `valid` when almost nothing agrees (blank or foreign frames)."""
     agree = local_agreement(cv2.cvtColor(plate, cv2.COLOR_RGB2GRAY), cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY))
-    bg = valid & (agree > 0.7)
-    return bg if bg.sum() >= max(_MIN_PIXELS, 0.01 * valid.sum()) else valid.copy()
+    bg = valid & (agree > _AGREE)
+    return bg if bg.sum() >= max(_MIN_PIXELS, _AGREE_MIN_SHARE * valid.sum()) else valid.copy()
 
 
 def background_exposure(warped: np.ndarray, plate: np.ndarray, valid: np.ndarray, *,
@@ -175,10 +201,10 @@ def background_exposure(warped: np.ndarray, plate: np.ndarray, valid: np.ndarray
         r = residual[bg]
         if r.size < _MIN_PIXELS:
             break
-        sigma = 1.4826 * float(np.median(r[:: max(1, r.size // _FIT_PIXELS)]))
-        subject = (residual > max(0.03, 4 * sigma)) & valid
+        sigma = _MAD_SIGMA * float(np.median(r[:: max(1, r.size // _FIT_PIXELS)]))
+        subject = (residual > max(_REFIT_FLOOR, _REFIT_SIGMAS * sigma)) & valid
         subject = cv2.morphologyEx(subject.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-        bg = valid & ~cv2.dilate(subject, np.ones((5, 5), np.uint8)).astype(bool)
+        bg = valid & ~cv2.dilate(subject, np.ones(_REFIT_GROW, np.uint8)).astype(bool)
         if bg.sum() < _MIN_PIXELS:
             bg = agreeing_background(warped, plate, valid) if seeded else valid.copy()
             break

@@ -38,6 +38,19 @@ SEGMENT_FRAMES = 24
 LEAD_IN_FRAMES = 3
 
 
+@dataclass(frozen=True)
+class Segments:
+    """Where alignment state starts afresh (see the module docstring): every `frames` plate frames from
+    the clip's first (at least 1), each time from the `lead_in` frames before that point (at least 0)."""
+
+    frames: int = SEGMENT_FRAMES
+    lead_in: int = LEAD_IN_FRAMES
+
+    def __post_init__(self):
+        object.__setattr__(self, "frames", max(1, int(self.frames)))
+        object.__setattr__(self, "lead_in", max(0, int(self.lead_in)))
+
+
 class PlateFrames:
     """The plate's frames by clip index, for `SequenceAligner(history=...)`: read through a source of
     their own (opened on first use), since a pipeline's reader thread owns the main one.
@@ -101,19 +114,20 @@ class SequenceAligner:
     offset, scale: timeline mapping (see the module docstring); default: linear over the two ranges.
     cache_frames: prepared clean-plate frames kept (default 2 * window + 3, about 30 MB each at HD);
                  memory is flat in clip length apart from the QC records (a few kB per frame).
-    aligner:     an `Aligner` to use; otherwise one is built from the remaining keyword options.
+    aligner:     an `Aligner` to use; otherwise one is built from the remaining keyword options
+                 (`AlignOptions` names, e.g. dense=False).
     keep_qc:     keep every frame's QC record for `qc_report()` (default). Callers that keep their own
                  records pass False, so a long clip does not hold two copies.
     history:     the plate's frames (`PlateFrames`, or anything with exists(k) and read(k)), so a run
                  that starts or resumes inside a segment catches up; None: frames are taken to come
                  from the clip's first frame on, in order (see the module docstring).
-    segment, lead_in: where alignment state starts afresh (SEGMENT_FRAMES, LEAD_IN_FRAMES).
+    segments:    where alignment state starts afresh (`Segments`; default SEGMENT_FRAMES, LEAD_IN_FRAMES).
     """
 
     def __init__(self, plate_count: int, clean_count: int, get_clean: Callable[[int], np.ndarray], *,
                  window: int = 2, offset: float | None = None, scale: float | None = None,
                  cache_frames: int | None = None, aligner: Aligner | None = None, keep_qc: bool = True,
-                 history=None, segment: int = SEGMENT_FRAMES, lead_in: int = LEAD_IN_FRAMES, **options):
+                 history=None, segments: Segments | None = None, **options):
         if plate_count < 1 or clean_count < 1:
             raise HowardError(f"align: need at least one plate frame and one clean-plate frame, got "
                               f"{plate_count} and {clean_count}; check both sequences were found")
@@ -136,7 +150,7 @@ class SequenceAligner:
         self._qc: list[dict] = []
         self.keep_qc = keep_qc
         self.history = history
-        self.segment, self.lead_in = max(1, int(segment)), max(0, int(lead_in))
+        self.segments = segments if segments is not None else Segments()
 
     # -- timeline ---------------------------------------------------------------------------------------
 
@@ -175,13 +189,13 @@ class SequenceAligner:
         """Give frame i the state a whole-clip run has there: at a segment's start, the state from its
         lead-in alone; inside a segment, after a gap (a chunk's or a resumed run's start), the state
         from aligning the skipped frames since the segment's lead-in (aligned, then discarded)."""
-        seg = i - i % self.segment
+        seg = i - i % self.segments.frames
         if i != seg and self._follows_on(i, seg):
             return
         self._reset()
         if self.history is None:
             return  # a caller without the other frames aligns the clip in order, from its start
-        for k in range(max(0, seg - self.lead_in), seg if i == seg else i):
+        for k in range(max(0, seg - self.segments.lead_in), seg if i == seg else i):
             if self.history.exists(k):
                 self._step(k, self.history.read(k), None)
 
