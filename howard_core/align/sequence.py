@@ -121,13 +121,14 @@ class SequenceAligner:
     history:     the plate's frames (`PlateFrames`, or anything with exists(k) and read(k)), so a run
                  that starts or resumes inside a segment catches up; None: frames are taken to come
                  from the clip's first frame on, in order (see the module docstring).
-    segments:    where alignment state starts afresh (`Segments`; default SEGMENT_FRAMES, LEAD_IN_FRAMES).
+    `segments` (an attribute, set after construction to change it): where alignment state starts afresh
+    (`Segments`; default SEGMENT_FRAMES, LEAD_IN_FRAMES).
     """
 
     def __init__(self, plate_count: int, clean_count: int, get_clean: Callable[[int], np.ndarray], *,
                  window: int = 2, offset: float | None = None, scale: float | None = None,
                  cache_frames: int | None = None, aligner: Aligner | None = None, keep_qc: bool = True,
-                 history=None, segments: Segments | None = None, **options):
+                 history=None, **options):
         if plate_count < 1 or clean_count < 1:
             raise HowardError(f"align: need at least one plate frame and one clean-plate frame, got "
                               f"{plate_count} and {clean_count}; check both sequences were found")
@@ -150,7 +151,7 @@ class SequenceAligner:
         self._qc: list[dict] = []
         self.keep_qc = keep_qc
         self.history = history
-        self.segments = segments if segments is not None else Segments()
+        self.segments = Segments()
 
     # -- timeline ---------------------------------------------------------------------------------------
 
