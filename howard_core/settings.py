@@ -167,6 +167,10 @@ class MatteSettings:
         object.__setattr__(self, "layers", tuple(x.strip() for x in layers if str(x).strip()))
         if isinstance(self.model, os.PathLike):
             object.__setattr__(self, "model", os.fspath(self.model))
+        for f in dataclasses.fields(self):  # a blank text field (an empty host knob) is the default
+            value = getattr(self, f.name)
+            if isinstance(value, str) and f.name not in ("frames", "layers"):
+                object.__setattr__(self, f.name, value.strip() or f.default)
         self._validate()
         for f in dataclasses.fields(self):  # numpy scalars and the like as plain Python numbers (JSON)
             value = getattr(self, f.name)

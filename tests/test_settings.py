@@ -24,6 +24,8 @@ def test_settings_validate_normalise_and_round_trip_through_json():
     assert MatteSettings.from_json(s.to_json()) == s and type(s.window) is int and type(s.clean_offset) is float
     assert json.loads(s.to_json())["frames"] == [1001, 1003, 1005, 1010]
     assert MatteSettings.from_dict(MatteSettings().to_dict()) == MatteSettings()
+    # A blank host field is Howard's default, as the host kit always treated it; text is trimmed.
+    assert MatteSettings(model="  ", device="", colorspace=" ACEScg ") == MatteSettings(colorspace="ACEScg")
 
 
 @pytest.mark.parametrize("options, words", [
