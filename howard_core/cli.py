@@ -472,17 +472,5 @@ def main(argv=None) -> int:
         return 130
 
 
-def console() -> int:
-    """The `howard` program (console script and `python -m howard_core.cli`): `main` on sys.argv, then
-    a quick exit. Everything is written and closed by then; the interpreter's last garbage
-    collections still walk every object torch made (about 0.3 s per run here, beside a 1.2 s
-    `import torch`), so they are moved out of the collector's reach first (`gc.freeze`)."""
-    import gc
-
-    code = main()
-    gc.freeze()
-    return code
-
-
 if __name__ == "__main__":
-    sys.exit(console())
+    sys.exit(main())

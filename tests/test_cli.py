@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -507,27 +506,3 @@ def test_demo_writes_contact_sheet_and_report_and_names_the_demo_model(tmp_path,
         assert {"A", "fg.R", "err.Y", "ref.Y", "bg.B"} <= set(spec.channelnames)
         assert (spec.width, spec.height) == (192, 108)
     assert (tmp_path / "demo" / "inputs" / "clean_plate.mov").is_file()
-
-
-def test_the_howard_program_runs_main_on_argv_and_freezes_the_collector_on_its_way_out(monkeypatch, tmp_path,
-                                                                                        capsys):
-    import gc
-    import tomllib
-
-    from howard_core.cli import console
-
-    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["howard"] == "howard_core.cli:console"
-    monkeypatch.setenv("HOWARD_WEIGHTS", str(tmp_path / "weights"))
-    monkeypatch.setattr(sys, "argv", ["howard", "weights", "list"])
-    try:
-        assert console() == 0 and gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()  # this process goes on (pytest); the program's would end here
-    assert "weights folder" in capsys.readouterr().out
-    monkeypatch.setattr(sys, "argv", ["howard", "matte", "a", "b", "-o", "c", "--window", "-1"])
-    try:
-        assert console() == 2
-    finally:
-        gc.unfreeze()
-    assert "window must be 0 or more" in capsys.readouterr().err
