@@ -136,9 +136,11 @@ class MatteJob:
         self.todo = [n for n in src.frame_numbers if not (s.resume and sink.is_complete(n))]
         self.skipped = len(src.frame_numbers) - len(self.todo)
         self.aligner = inputs.sequence_aligner() if s.align else None
-        clean_count, plate_count = len(inputs.clean_numbers), inputs.plate_count
-        self.clean_scale = s.clean_scale if s.clean_scale is not None else (
-            (clean_count - 1) / (plate_count - 1) if plate_count > 1 else 1.0)
+        # Without alignment each plate frame takes the clean-plate frame nearest its place on the
+        # aligner's own timeline.
+        from howard_core.align.sequence import Timing
+
+        self.timing = Timing.linear(inputs.plate_count, len(inputs.clean_numbers), s.clean_offset, s.clean_scale)
         self.keep_work = not src.converter.is_fast  # clipped_away needs it only for OCIO spaces
         self.qc: list[dict] = []
         self.matte_s = 0.0
@@ -170,8 +172,7 @@ class MatteJob:
             item.qc["clean_source"] = inputs.clean_source(item.qc["clean_frame"])
             item.background, item.flagged = res.background, bool(res.flagged)
             return item
-        offset = self.settings.clean_offset or 0.0
-        j = int(round(min(max(offset + self.clean_scale * i, 0), len(inputs.clean_numbers) - 1)))
+        j = int(round(min(max(self.timing.position(i), 0), len(inputs.clean_numbers) - 1)))
         item.background = resize_to(inputs.read_clean(j), inputs.plate.width, inputs.plate.height)
         # clean_frame is the clip index, as the aligner reports it and --clean-offset counts it.
         item.qc = {"clean_frame": j, "clean_source": inputs.clean_source(j), "aligned": False}

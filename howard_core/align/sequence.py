@@ -103,6 +103,19 @@ class Timing:
     keys: tuple[tuple[int, int], ...] = ()
     note: str = ""
 
+    @classmethod
+    def linear(cls, plate_count: int, clean_count: int, offset: float | None = None,
+               scale: float | None = None) -> Timing:
+        """The mapping as given, each part left None defaulting to linear over the two clips (first
+        frame to first frame, last to last)."""
+        default_scale = (clean_count - 1) / (plate_count - 1) if plate_count > 1 else 1.0
+        return cls(offset=0.0 if offset is None else float(offset),
+                   scale=default_scale if scale is None else float(scale))
+
+    def position(self, i: int) -> float:
+        """Where plate clip frame i falls on the clean-plate timeline (fractional frame number)."""
+        return self.offset + self.scale * i
+
 
 class SequenceAligner:
     """Aligns a clean-plate clip to a plate clip frame by frame, for streaming pipelines.
@@ -136,9 +149,7 @@ class SequenceAligner:
         self.clean_count = int(clean_count)
         self.get_clean = get_clean
         self.window = max(0, int(window))
-        default_scale = (clean_count - 1) / (plate_count - 1) if plate_count > 1 else 1.0
-        self.timing = Timing(offset=0.0 if offset is None else float(offset),
-                             scale=default_scale if scale is None else float(scale))
+        self.timing = Timing.linear(plate_count, clean_count, offset, scale)
         self.cache_frames = max(1, int(cache_frames) if cache_frames is not None else 2 * self.window + 3)
         self.aligner = aligner if aligner is not None else Aligner(**options)
         self._cache: OrderedDict[int, PreparedFrame] = OrderedDict()
@@ -157,7 +168,7 @@ class SequenceAligner:
 
     def clean_position(self, i: int) -> float:
         """Where plate frame i falls on the clean-plate timeline (fractional frame number)."""
-        return self.timing.offset + self.timing.scale * i
+        return self.timing.position(i)
 
     def candidates(self, i: int, window: int | None = None) -> list[int]:
         """Clean-plate frame numbers searched for plate frame i: the window (default `self.window`) around
