@@ -109,12 +109,16 @@ class Inputs:
 
 
 def report_path(explicit, sink, frames: list[int], stem: str = "howard_report") -> Path:
-    """The run report's path: `explicit`, else `<stem>.<first>-<last>.json` beside the outputs."""
+    """The run report's path: `explicit`, else `report_file` beside the outputs."""
     if explicit is not None:
         return Path(explicit)
-    folder = Path(sink.path_for(frames[0] if frames else 0)).parent
+    return report_file(Path(sink.path_for(frames[0] if frames else 0)).parent, frames, stem)
+
+
+def report_file(folder, frames: list[int], stem: str = "howard_report") -> Path:
+    """`folder/<stem>.<first>-<last>.json`, the name a run's report gets for these frames."""
     span = f"{frames[0]}-{frames[-1]}" if frames else "none"
-    return folder / f"{stem}.{span}.json"
+    return Path(folder) / f"{stem}.{span}.json"
 
 
 class Emitter:

@@ -96,7 +96,10 @@ class Clip:
 
     @property
     def merged_report(self) -> Path:
-        return self.folder / f"howard_report.{self.frames[0]}-{self.frames[-1]}.json"
+        """Where the whole job's report goes: the name a one-machine run of the clip gives its report."""
+        from howard_core.job import report_file
+
+        return report_file(self.folder, self.frames)
 
 
 def survey(plate, clean_plate, output, settings) -> Clip:
