@@ -92,16 +92,17 @@ def write_inputs(folder: Path, width: int, height: int, frames: int, clean_forma
 def _frames_in_memory(plate: str, clean: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The plate frames and the clean frames the linear mapping pairs them with, decoded to the
     network's working space at plate size, as the (1, 3, H, W) tensors the pipeline hands `Matter`."""
+    from howard_core.align.sequence import Timing
     from howard_core.io import open_source, resize_to
     from howard_core.pipeline import to_tensor as _to_tensor
 
     with open_source(plate) as src, open_source(clean, colorspace=None) as cln:
-        n_plate, numbers = len(src), cln.frame_numbers
-        scale = (len(numbers) - 1) / (n_plate - 1) if n_plate > 1 else 1.0
+        numbers = cln.frame_numbers
+        timing = Timing.linear(len(src), len(numbers))
         srcs, bgrs = [], []
         for i, n in enumerate(src.frame_numbers):
             srcs.append(_to_tensor([src.read(n)]))
-            bg = cln.read(numbers[int(round(scale * i))])
+            bg = cln.read(numbers[int(round(timing.position(i)))])
             bgrs.append(_to_tensor([resize_to(bg, src.width, src.height)]))
     return srcs, bgrs
 
