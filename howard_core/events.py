@@ -99,10 +99,9 @@ def parse(record: dict):
     cls = _KINDS.get(record.get("event"))
     if cls is None:
         return None
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in record.items() if k in names and v is not None}
-    for required in ("total", "frame", "done"):
-        if required in names and required not in values and cls.__dataclass_fields__[required].default is \
-                dataclasses.MISSING:
-            values[required] = 0
+    fields = dataclasses.fields(cls)
+    values = {f.name: record[f.name] for f in fields if record.get(f.name) is not None}
+    # Only the counts (frame, done, total) have no default: a sender that left one out counted nothing.
+    values.update({f.name: 0 for f in fields if f.name not in values and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING})
     return cls(**values)
