@@ -102,6 +102,8 @@ _STILL_QUALITY = 0.01
 _STILL_SPACING = 8
 _STILL_MIN_TRACKS = 16
 _STILL_LEVELS = 2
+# The final warp works in bands of this many rows (about 1.5 MB of HD float RGB: it stays in cache).
+_RENDER_ROWS = 64
 
 
 @dataclass
@@ -133,7 +135,8 @@ class PreparedFrame:
     image:       the frame, H x W x 3 float32 sRGB 0..1.
     features:    its `Features`.
     small:       h x w x 3 float32 copy for photometric scoring, `to_small` maps frame px -> its px.
-    gray:        H x W luma for the sub-pixel refinement: float32 for a plate, uint8 for a clean plate.
+    gray:        luma for the sub-pixel refinement at the tracking size (`to_track` maps frame px -> its
+                 px): float32 for a plate, uint8 for a clean plate.
     dense:       h x w x 3 float32 copy for the dense residual warp (`to_dense` frame px -> its px), or None
                  when the dense step is off.
     blurred:     a plate's working copy (`dense`, else `small`) lightly blurred, for comparing alignments
@@ -146,6 +149,7 @@ class PreparedFrame:
     small: np.ndarray
     to_small: np.ndarray
     gray: np.ndarray
+    to_track: np.ndarray
     dense: np.ndarray | None = None
     to_dense: np.ndarray | None = None
     blurred: np.ndarray | None = field(default=None, repr=False)
@@ -393,32 +397,39 @@ class Aligner:
         """
         image = _as_frame(image, label)
         size = (image.shape[1], image.shape[0])
-        small_size = geo.scaled_size(size, self.options.score_size)
-        small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
+        o = self.options
+        track_size = geo.scaled_size(size, o.track_size)
+        # Every reduced copy comes from the tracking-size one: one pass over the full frame instead of one
+        # per copy (area averages of area averages, the same up to rounding at the usual integer ratios).
+        track = image if track_size == size else cv2.resize(image, track_size, interpolation=cv2.INTER_AREA)
+        small_size = geo.scaled_size(size, o.score_size)
+        small = cv2.resize(track, small_size, interpolation=cv2.INTER_AREA)
         if not np.all(np.isfinite(small)):
             raise HowardError(f"{label} contains NaN or infinite pixels; fix or clamp the source frame")
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        features = self._describe(gray, subject)
+        gray = cv2.cvtColor(track, cv2.COLOR_RGB2GRAY)
+        to_track = geo.resize_matrix(size, track_size)
+        features = self._describe(gray, size, subject)
         dense_copy = to_dense = None
-        if self.options.dense:
-            dense_size = geo.scaled_size(size, self.options.dense_size)
-            dense_copy = small if dense_size == small_size else cv2.resize(image, dense_size,
+        if o.dense:
+            dense_size = geo.scaled_size(size, o.dense_size)
+            dense_copy = small if dense_size == small_size else cv2.resize(track, dense_size,
                                                                            interpolation=cv2.INTER_AREA)
             to_dense = geo.resize_matrix(size, dense_size)
         # A plate's luma is rescaled to each candidate's exposure before tracking; a clean plate's is
         # tracked as it is, so it is stored as the 8 bits Lucas-Kanade wants.
         return PreparedFrame(label=label, image=image, features=features, small=small,
                              to_small=geo.resize_matrix(size, small_size),
-                             gray=gray if for_plate else cv2.convertScaleAbs(gray, alpha=255),
+                             gray=gray if for_plate else cv2.convertScaleAbs(gray, alpha=255), to_track=to_track,
                              dense=dense_copy, to_dense=to_dense)
 
     def features(self, image: np.ndarray, label: str = "frame") -> Features:
         """Just the `Features` of a frame (H x W x 3 float RGB 0..1): cheap to keep many of."""
         image = _as_frame(image, label)
-        return self._describe(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+        return self._describe(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (image.shape[1], image.shape[0]))
 
-    def _describe(self, gray: np.ndarray, subject: np.ndarray | None = None) -> Features:
-        size = (gray.shape[1], gray.shape[0])
+    def _describe(self, gray: np.ndarray, size: tuple[int, int], subject: np.ndarray | None = None) -> Features:
+        """Features of a frame of `size` (W, H) from its luma `gray` (float32 0..1, that size or reduced);
+        `subject` (H x W bool, frame size) keeps them off the subject."""
         feat_size = geo.scaled_size(size, self.options.feature_size)
         feat_gray = cv2.convertScaleAbs(cv2.resize(gray, feat_size, interpolation=cv2.INTER_AREA), alpha=255)
         to_feature = geo.resize_matrix(size, feat_size)
@@ -868,10 +879,10 @@ class Aligner:
 
     def _refine(self, clean: PreparedFrame, plate: PreparedFrame, coarse: Fit, corners: np.ndarray,
                 levels: int = 1, passes: int = 2) -> Fit | None:
-        """Sub-pixel refit of `coarse` from Lucas-Kanade tracks at full resolution; None if it cannot.
+        """Sub-pixel refit of `coarse` from Lucas-Kanade tracks on the tracking copies; None if it cannot.
 
         corners: N x 2 float32 background corners of the plate (plate px) to track.
-        levels:  pyramid levels above full resolution for the first pass: 1 reaches a few pixels, enough
+        levels:  pyramid levels above the tracking size for the first pass: 1 reaches a few pixels, enough
                  after a feature fit (about a pixel off); more for starting points further away.
         passes:  track-and-refit rounds; the second removes most of what the first left (about a
                  quarter of the error), later ones add nothing measurable.
@@ -883,16 +894,20 @@ class Aligner:
         g = float(np.mean(coarse.score.gain))
         b = float(np.mean(coarse.score.bias))
         plate_u8 = cv2.convertScaleAbs(plate.gray, alpha=255 / g, beta=-255 * b / g)
-        x = np.clip(np.round(corners[:, 0]).astype(int), 0, plate.size[0] - 1)
-        y = np.clip(np.round(corners[:, 1]).astype(int), 0, plate.size[1] - 1)
-        h_full, used = coarse.h, 0
+        # All tracking is in the two tracking copies' pixels; the fit is carried back to frame px at the end.
+        p_to, c_to = plate.to_track, clean.to_track
+        p_size, c_size = (plate.gray.shape[1], plate.gray.shape[0]), (clean.gray.shape[1], clean.gray.shape[0])
+        corners = geo.project(p_to, corners).astype(np.float32)
+        x = np.clip(np.round(corners[:, 0]).astype(int), 0, p_size[0] - 1)
+        y = np.clip(np.round(corners[:, 1]).astype(int), 0, p_size[1] - 1)
+        h_track, used = p_to @ coarse.h @ np.linalg.inv(c_to), 0
         for p in range(passes):
             # Track against the candidate warped into the plate by the current fit, not the candidate as
             # it is: what remains is a small, locally translational displacement, which is what
             # Lucas-Kanade measures without bias (a zoom, roll or resolution change between the takes
             # would distort every tracking window).
-            warped = cv2.warpPerspective(clean.gray, h_full, plate.size, flags=cv2.INTER_LINEAR)
-            inside = geo.coverage_mask(h_full, clean.size, plate.size, inset=_TRACK_INSET)
+            warped = cv2.warpPerspective(clean.gray, h_track, p_size, flags=cv2.INTER_LINEAR)
+            inside = geo.coverage_mask(h_track, c_size, p_size, inset=_TRACK_INSET)
             src = corners[inside[y, x]]
             if len(src) < min_inliers:
                 return None
@@ -914,8 +929,10 @@ class Aligner:
             h_ls, _ = cv2.findHomography(tracked[keep], src[keep], 0)
             if h_ls is not None and np.all(np.isfinite(h_ls)):
                 h_fix = h_ls
-            h_full = h_fix @ h_full
-            h_full, used = h_full / h_full[2, 2], int(keep.sum())
+            h_track = h_fix @ h_track
+            used = int(keep.sum())
+        h_full = np.linalg.inv(p_to) @ h_track @ c_to
+        h_full = h_full / h_full[2, 2]
         fit = Fit(h=h_full, matches=coarse.matches, inliers=coarse.inliers, refined_points=used, refined=True)
         fit.failure = self._implausible(h_full, clean, plate)
         # A refinement that moves far from its starting point has locked onto something else.
@@ -966,16 +983,25 @@ class Aligner:
             else:
                 background = clean.image.copy()
             return background, np.ones((hh, w), bool)
-        if flow is None:
-            warped = cv2.warpPerspective(clean.image, h, (w, hh), flags=INTERPOLATIONS[self.options.interpolation],
-                                         borderMode=cv2.BORDER_REPLICATE)
-        else:
+        # In bands of rows, each warped, exposure-matched and clipped while it is still in cache: at HD the
+        # whole-frame passes cost more in memory traffic than in arithmetic.
+        background = np.empty((hh, w, 3), np.float32)
+        if flow is not None:
             # One resampling of the clean frame through homography and residual motion together.
             where = dense.sampling_map(h, flow, plate.size, plate.to_dense)
-            warped = cv2.remap(clean.image, where, None, DENSE_INTERPOLATIONS[self.options.dense_interpolation],
-                               borderMode=cv2.BORDER_REPLICATE)
+        for r0 in range(0, hh, _RENDER_ROWS):
+            band = background[r0:r0 + _RENDER_ROWS]
+            if flow is None:
+                shift = np.array([[1, 0, 0], [0, 1, -r0], [0, 0, 1]], np.float64)
+                cv2.warpPerspective(clean.image, shift @ h, (w, band.shape[0]), dst=band,
+                                    flags=INTERPOLATIONS[self.options.interpolation],
+                                    borderMode=cv2.BORDER_REPLICATE)
+            else:
+                cv2.remap(clean.image, where[r0:r0 + _RENDER_ROWS], None, dst=band,
+                          interpolation=DENSE_INTERPOLATIONS[self.options.dense_interpolation],
+                          borderMode=cv2.BORDER_REPLICATE)
+            self._matched(band, score)
         valid = geo.coverage_mask(h, clean.size, plate.size)
-        background = self._matched(warped, score)
         cv2.copyTo(plate.image, (~valid).view(np.uint8), dst=background)
         return background, valid
 
