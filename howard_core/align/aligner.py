@@ -438,7 +438,7 @@ class Aligner:
             mask = np.where(cv2.resize(subject.astype(np.uint8), feat_size, interpolation=cv2.INTER_NEAREST),
                             0, 255).astype(np.uint8)
         kps, desc = self._detector.detectAndCompute(feat_gray, mask)
-        pts = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)
+        pts = cv2.KeyPoint_convert(kps).astype(np.float64).reshape(-1, 2) if kps else np.zeros((0, 2))
         points = geo.project(np.linalg.inv(to_feature), pts).astype(np.float32)
         return Features(size=size, points=points, descriptors=desc, gray=feat_gray, to_feature=to_feature)
 

@@ -25,6 +25,7 @@ plate pixel x -> warped-clean pixel x + flow(x). `Residual` carries the statisti
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -117,11 +118,11 @@ def estimate(plate: np.ndarray, warped: np.ndarray, valid: np.ndarray, noise: fl
     fwd = dis.calc(a, b, None)
     bwd = dis.calc(b, a, None)
     h, w = a.shape
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    mx, my = gx + fwd[..., 0], gy + fwd[..., 1]
-    back = cv2.remap(bwd, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    to = _grid(w, h) + fwd  # where each plate pixel lands in the warped clean plate
+    back = cv2.remap(bwd, to, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     fb = _length(fwd + back)
-    moved = cv2.remap(warped, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    moved = cv2.remap(warped, to, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mx, my = to[..., 0], to[..., 1]
     inside = valid & (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
     residual = cv2.transform(cv2.absdiff(plate, moved), np.full((1, 3), 1 / 3, np.float32))
     # Disagreement after the flow: what no motion of the background explains.
@@ -203,6 +204,14 @@ def _guided(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.ndarra
     return cv2.boxFilter(a, -1, k) * g + cv2.boxFilter(b, -1, k)
 
 
+@functools.lru_cache(maxsize=4)
+def _grid(w: int, h: int) -> np.ndarray:
+    """The pixel grid, h x w x 2 float32 (x, y); shared, never written."""
+    g = np.dstack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
+    g.flags.writeable = False
+    return g
+
+
 def sampling_map(h: np.ndarray, flow: np.ndarray, plate_size: tuple[int, int],
                  to_small: np.ndarray) -> np.ndarray:
     """Full-resolution map (H x W x 2 float32) for `cv2.remap` of the clean frame: plate px -> clean px.
@@ -218,16 +227,9 @@ def sampling_map(h: np.ndarray, flow: np.ndarray, plate_size: tuple[int, int],
     sh, sw = flow.shape[:2]
     back = np.linalg.inv(to_small)
     m = np.linalg.inv(np.asarray(h, np.float64))
-
-    def through(px, py):
-        z = m[2, 0] * px + m[2, 1] * py + m[2, 2]
-        return (m[0, 0] * px + m[0, 1] * py + m[0, 2]) / z, (m[1, 0] * px + m[1, 1] * py + m[1, 2]) / z
-
-    gx, gy = np.meshgrid(np.arange(sw, dtype=np.float64), np.arange(sh, dtype=np.float64))
-    # Reduced px -> plate px (plus the flow, scaled to plate px) -> clean px.
-    px = back[0, 0] * (gx + flow[..., 0]) + back[0, 2]
-    py = back[1, 1] * (gy + flow[..., 1]) + back[1, 2]
-    full = cv2.resize(np.dstack(through(px, py)).astype(np.float32), (w, hh), interpolation=cv2.INTER_LINEAR)
+    # Reduced px (plus the flow) -> plate px -> clean px is one homography of the moved grid points.
+    moved = _grid(sw, sh) + np.ascontiguousarray(flow, np.float32)
+    full = cv2.resize(cv2.perspectiveTransform(moved, m @ back), (w, hh), interpolation=cv2.INTER_LINEAR)
     bx, by = min(w, int(np.ceil(back[0, 0] / 2)) + 1), min(hh, int(np.ceil(back[1, 1] / 2)) + 1)
     cols_all, rows_all = np.arange(w, dtype=np.float64), np.arange(hh, dtype=np.float64)
     near_x = np.clip(np.rint(to_small[0, 0] * cols_all + to_small[0, 2]), 0, sw - 1).astype(int)
@@ -236,5 +238,6 @@ def sampling_map(h: np.ndarray, flow: np.ndarray, plate_size: tuple[int, int],
                        (slice(None), slice(0, bx)), (slice(None), slice(w - bx, w))):
         xs, ys = np.meshgrid(cols_all[cols], rows_all[rows])
         f = flow[near_y[rows][:, None], near_x[cols][None, :]].astype(np.float64)
-        full[rows, cols] = np.dstack(through(xs + back[0, 0] * f[..., 0], ys + back[1, 1] * f[..., 1]))
+        at = np.dstack([xs + back[0, 0] * f[..., 0], ys + back[1, 1] * f[..., 1]])
+        full[rows, cols] = cv2.perspectiveTransform(at, m)
     return full
