@@ -75,4 +75,6 @@ def fuse(reference: np.ndarray, covered: np.ndarray, others: list[tuple[np.ndarr
         cv2.accumulateProduct(img, cv2.merge([w, w, w]), out)
         total += w
     out /= total[..., None]
-    return pm.clip01(out)
+    pm.clip01(out)
+    cv2.copyTo(reference, (~covered).view(np.uint8), dst=out)
+    return out
