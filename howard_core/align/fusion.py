@@ -29,8 +29,9 @@ from howard_core.align import photometric as pm
 _TAU = 0.004
 _SIGMA = 1.5
 _REDUCED = 480
-# The reference always keeps a little weight, so that every pixel has some.
-_FLOOR = 1e-4
+# The reference always keeps this much weight (the best frame has 1), so that every pixel has some, well
+# above the tiny constant cv2.blendLinear adds to the weights it divides by.
+_FLOOR = 0.02
 
 
 def fuse(reference: np.ndarray, covered: np.ndarray, others: list[tuple[np.ndarray, np.ndarray]],
@@ -56,25 +57,22 @@ def fuse(reference: np.ndarray, covered: np.ndarray, others: list[tuple[np.ndarr
     if subject is not None:
         sub = cv2.resize(subject.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST).astype(bool)
         target[sub] = ref_small[sub]
-    frames = [reference] + [img for img, _ in others]
     small_frames = [ref_small] + [reduced(img) for img, _ in others]
     errors = np.stack([cv2.GaussianBlur(pm.residual_map(target, img), (0, 0), _SIGMA) for img in small_frames])
     for k, (_, valid) in enumerate(others, start=1):
         # Uncovered pixels of a frame hold a copy of the plate: no evidence there, no weight.
         errors[k][cv2.resize(valid.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) == 0] = np.inf
     weights = np.exp(-np.square((errors - errors.min(axis=0)) / _TAU))
-    out = np.zeros_like(reference)
-    total = np.zeros(size[::-1], np.float32)
-    for k, img in enumerate(frames):
+    np.maximum(weights[0], _FLOOR, out=weights[0])
+    # Frame by frame into a running weighted mean (cv2.blendLinear normalises by the two weights).
+    out = reference
+    total = cv2.resize(weights[0], size, interpolation=cv2.INTER_LINEAR)
+    for k, (img, valid) in enumerate(others, start=1):
         w = cv2.resize(weights[k], size, interpolation=cv2.INTER_LINEAR)
-        if k == 0:
-            np.maximum(w, _FLOOR, out=w)
-        else:
-            # Nor where the reduced map blurs across the edge of its cover, or outside the reference's.
-            w[~(others[k - 1][1] & covered)] = 0.0
-        cv2.accumulateProduct(img, cv2.merge([w, w, w]), out)
+        # Nor where the reduced map blurs across the edge of its cover, or outside the reference's.
+        np.multiply(w, valid & covered, out=w)
+        out = cv2.blendLinear(out, img, total, w)
         total += w
-    out /= total[..., None]
     pm.clip01(out)
     cv2.copyTo(reference, (~covered).view(np.uint8), dst=out)
     return out
