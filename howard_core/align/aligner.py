@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from howard_core.align import dense
+from howard_core.align import dense, fusion
 from howard_core.align import geometry as geo
 from howard_core.align import photometric as pm
 from howard_core.align.options import DENSE_INTERPOLATIONS, INTERPOLATIONS, OPTION_NAMES, AlignOptions, align_options
@@ -231,6 +231,8 @@ class AlignResult:
     plate_gray:  the plate's feature-size luma (uint8), for the next frame's stillness test; not in the QC.
     still:       the plate had not moved since the previous frame given in `track`.
     held:        frames in a row this clean frame has been chosen while the plate held still.
+    fused:       further candidates fused into `background` (`Aligner.align(fuse=True)`; positions in the
+                 candidate list, clean-plate frame numbers from the sequence helper); () when none.
     """
 
     background: np.ndarray
@@ -263,6 +265,7 @@ class AlignResult:
     plate_gray: np.ndarray | None = field(default=None, repr=False)
     still: bool = False
     held: int = 1
+    fused: tuple = ()
 
     @property
     def inlier_ratio(self) -> float:
@@ -292,6 +295,7 @@ class AlignResult:
             "exposure_source": self.exposure_source,
             "steady_frames": int(self.steady),
             "plate_still": bool(self.still),
+            "fused": [int(k) for k in self.fused],
             "flagged": bool(self.flagged),
             "reason": self.reason,
             "homography": [[float(v) for v in row] for row in np.asarray(self.homography)],
@@ -447,7 +451,7 @@ class Aligner:
     def align(self, plate: np.ndarray, candidates: list, subject_mask: np.ndarray | None = None,
               prior: tuple[int, np.ndarray] | None = None, plate_label: str = "plate frame",
               candidate_labels: list[str] | None = None, prefer: int | None = None,
-              exposure_prior: tuple | None = None, track: dict | None = None) -> AlignResult:
+              exposure_prior: tuple | None = None, track: dict | None = None, fuse: bool = False) -> AlignResult:
         """Align the best of `candidates` to `plate`.
 
         plate:        H x W x 3 float32 sRGB 0..1.
@@ -468,6 +472,9 @@ class Aligner:
                       (homography and flow) is kept unless this frame's own lines the background up
                       better by more than 3% (up to 10% as it keeps holding), so that a still plate
                       gets a still clean plate.
+        fuse:         also align up to `fuse_frames` further candidates that fitted, as the chosen one
+                      is, and fuse them into its background (`howard_core.align.fusion`); `fused` in
+                      the result lists them.
         Labels name the frames in error messages and QC. Frames that cannot be aligned do not raise: they
         come back with `fallback` set and `flagged`. Raises HowardError for unusable input arrays.
         """
@@ -480,7 +487,12 @@ class Aligner:
         warp = self._warp(s, choice)
         self._hold_still(s, choice, warp)
         background, valid = self._render(s.cands[choice.index], s.plate, warp.h, choice.fit.score, warp.flow)
-        return self._result(s, choice, warp, background, valid, t0)
+        fused = self._fuse(s, choice, warp, background, valid) if fuse else ()
+        if fused:
+            background = fused[0]
+        result = self._result(s, choice, warp, background, valid, t0)
+        result.fused = fused[1] if fused else ()
+        return result
 
     def _search(self, plate, candidates, subject_mask, plate_label, candidate_labels, prefer, exposure_prior,
                 track) -> _Search:
@@ -683,6 +695,33 @@ class Aligner:
             if self.options.dense:
                 w.state = "applied" if f_prev is not None else "no gain"
             c.reason += f"; alignment of the previous frame kept (background error {old:.4f} vs {new:.4f})"
+
+    def _fuse(self, s: _Search, c: _Choice, w: _Warp, background: np.ndarray,
+              valid: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]] | tuple:
+        """The chosen frame's `background` fused with up to `fuse_frames` further candidates that fitted
+        (best coarse score first), each warped as the chosen one is (its fit, its own dense step and
+        exposure): (fused background, their positions), or () when there are none."""
+        n = self.options.fuse_frames
+        if n <= 0 or c.fallback is not None or not self.options.dense:
+            return ()  # without the dense step the others are off along every depth but one
+        if w.flow is None and np.array_equal(w.h, geo.resize_matrix(s.cands[c.index].size, s.plate.size)):
+            return ()  # a take in register as it is stays exact
+        picks = sorted((k for k in s.usable() if k != c.index), key=lambda k: s.coarse_total.get(k, np.inf))[:n]
+        if not picks:
+            return ()
+        others = []
+        for k in picks:
+            fit, clean = s.fits[k], s.cands[k]
+            flow = None
+            if self.options.dense:
+                _, flow, applied, _ = self._dense(clean, s.plate, fit.h, fit.score)
+                flow = flow if applied else None
+            others.append(self._render(clean, s.plate, fit.h, fit.score, flow))
+        subject = w.res.subject if w.res is not None else s.subject
+        if subject is not None:
+            subject = cv2.resize(subject.astype(np.uint8), s.plate.size, interpolation=cv2.INTER_NEAREST) > 0
+        c.reason += "; fused with " + ", ".join(s.labels[k] for k in picks)
+        return fusion.fuse(background, valid, others, s.plate.image, subject), tuple(picks)
 
     def _result(self, s: _Search, c: _Choice, w: _Warp, background: np.ndarray, valid: np.ndarray,
                 t0: float) -> AlignResult:
