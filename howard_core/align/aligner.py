@@ -233,6 +233,7 @@ class AlignResult:
     held:        frames in a row this clean frame has been chosen while the plate held still.
     fused:       further candidates fused into `background` (`Aligner.align(fuse=True)`; positions in the
                  candidate list, clean-plate frame numbers from the sequence helper); () when none.
+    kept_background: `background` is that of the result given as `Aligner.align(held=...)`, not rendered.
     """
 
     background: np.ndarray
@@ -266,6 +267,7 @@ class AlignResult:
     still: bool = False
     held: int = 1
     fused: tuple = ()
+    kept_background: bool = False
 
     @property
     def inlier_ratio(self) -> float:
@@ -451,7 +453,8 @@ class Aligner:
     def align(self, plate: np.ndarray, candidates: list, subject_mask: np.ndarray | None = None,
               prior: tuple[int, np.ndarray] | None = None, plate_label: str = "plate frame",
               candidate_labels: list[str] | None = None, prefer: int | None = None,
-              exposure_prior: tuple | None = None, track: dict | None = None, fuse: bool = False) -> AlignResult:
+              exposure_prior: tuple | None = None, track: dict | None = None, fuse: bool = False,
+              held: tuple[int, AlignResult] | None = None) -> AlignResult:
         """Align the best of `candidates` to `plate`.
 
         plate:        H x W x 3 float32 sRGB 0..1.
@@ -475,6 +478,10 @@ class Aligner:
         fuse:         also align up to `fuse_frames` further candidates that fitted, as the chosen one
                       is, and fuse them into its background (`howard_core.align.fusion`); `fused` in
                       the result lists them.
+        held:         optional (candidate position, an earlier result on that candidate, e.g. a fused
+                      one): while the plate holds still and this frame's alignment is that result's
+                      (the same candidate, homography, flow and exposure), its background is taken
+                      as it is instead of rendered again (`kept_background` in the result).
         Labels name the frames in error messages and QC. Frames that cannot be aligned do not raise: they
         come back with `fallback` set and `flagged`. Raises HowardError for unusable input arrays.
         """
@@ -486,13 +493,39 @@ class Aligner:
         self._flag(s, choice)
         warp = self._warp(s, choice)
         self._hold_still(s, choice, warp)
-        background, valid = self._render(s.cands[choice.index], s.plate, warp.h, choice.fit.score, warp.flow)
-        fused = self._fuse(s, choice, warp, background, valid) if fuse else ()
+        kept = held is not None and self._same_as(s, choice, warp, *held)
+        if kept:
+            background, valid = self._kept(held[1], s.cands[choice.index], s.plate, warp.h)
+        else:
+            background, valid = self._render(s.cands[choice.index], s.plate, warp.h, choice.fit.score, warp.flow)
+        fused = self._fuse(s, choice, warp, background, valid) if fuse and not kept else ()
         if fused:
             background = fused[0]
         result = self._result(s, choice, warp, background, valid, t0)
         result.fused = fused[1] if fused else ()
+        result.kept_background = kept
         return result
+
+    @staticmethod
+    def _same_as(s: _Search, c: _Choice, w: _Warp, k: int, earlier: AlignResult) -> bool:
+        """Whether this frame's alignment is `earlier`'s, made on candidate `k`, while the plate holds still."""
+        score = c.fit.score
+        same_flow = (w.flow is None and earlier.flow is None) or (
+            w.flow is not None and earlier.flow is not None and np.array_equal(w.flow, earlier.flow))
+        return (s.still and c.fallback is None and c.index == k and same_flow
+                and np.array_equal(w.h, earlier.homography)
+                and tuple(float(g) for g in score.gain) == tuple(earlier.gain)
+                and tuple(float(b) for b in score.bias) == tuple(earlier.bias)
+                and earlier.background.shape[:2] == s.plate.image.shape[:2])
+
+    @staticmethod
+    def _kept(earlier: AlignResult, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray):
+        """`earlier`'s background for this plate: its own where the clean frame covers, this plate elsewhere."""
+        valid = geo.coverage_mask(h, clean.size, plate.size)
+        background = earlier.background.copy()
+        if not valid.all():
+            cv2.copyTo(plate.image, (~valid).view(np.uint8), dst=background)
+        return background, valid
 
     def _search(self, plate, candidates, subject_mask, plate_label, candidate_labels, prefer, exposure_prior,
                 track) -> _Search:

@@ -25,7 +25,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from howard_core.align import geometry as geo
@@ -242,7 +241,7 @@ class SequenceAligner:
                     retry.fallback, retry.flagged = "wider_window", True
                     retry.reason = f"nothing in the window fitted ({result.reason}); {retry.reason}"
                     result = retry
-        self._hold_fused(result, plate)
+        self._hold_fused(result)
         if result.fallback not in ("previous", "identity"):
             # A verified fit, however it was found: the next frame's fallback starts from here.
             self._last_good = (result.clean_index, result.homography)
@@ -251,31 +250,26 @@ class SequenceAligner:
                 self._exposure = (np.asarray(result.gain), np.asarray(result.bias))
         return result
 
-    def _hold_fused(self, result: AlignResult, plate: np.ndarray) -> None:
+    def _held(self, js: list[int]) -> tuple[int, AlignResult] | None:
+        """The fused clean plate being held, as (its position in `js`, its result), if it is among them."""
+        held = self._fused
+        return (js.index(held.clean_index), held) if held is not None and held.clean_index in js else None
+
+    def _hold_fused(self, result: AlignResult) -> None:
         """Keep the fused clean plate (`AlignOptions.fuse_frames`) of the frame where the alignment started
         afresh while the plate holds still and keeps that alignment (same clean frame, homography, flow
-        and exposure): the frame's background is then that fused one, bit for bit, apart from the
-        uncovered border, which is this plate's own. Anything else ends the hold."""
+        and exposure): the aligner then takes that background, bit for bit, apart from the uncovered
+        border, which is this plate's own (`Aligner.align(held=...)`). Anything else ends the hold."""
         if result.fused:
             self._fused = result
             return
         held = self._fused
-        if held is None or not (result.still and result.fallback is None and self._same_alignment(held, result)):
+        if held is None or not result.kept_background:
             self._fused = None
             return
-        background = held.background.copy()
-        if not result.valid.all():
-            cv2.copyTo(np.ascontiguousarray(plate, np.float32), (~result.valid).view(np.uint8), dst=background)
-        result.background, result.fused = background, held.fused
+        result.fused = held.fused
         result.reason += (f"; fused clean plate of plate frame {held.plate_index} kept (clean-plate frames "
                           f"{', '.join(str(j) for j in held.fused)})")
-
-    @staticmethod
-    def _same_alignment(a: AlignResult, b: AlignResult) -> bool:
-        same_flow = (a.flow is None and b.flow is None) or (
-            a.flow is not None and b.flow is not None and np.array_equal(a.flow, b.flow))
-        return (a.clean_index == b.clean_index and same_flow and np.array_equal(a.homography, b.homography)
-                and a.gain == b.gain and a.bias == b.bias and a.valid.shape == b.valid.shape)
 
     def _align(self, i: int, plate: np.ndarray, subject_mask: np.ndarray | None, js: list[int]) -> AlignResult:
         cands = [self._prepared(j) for j in js]
@@ -294,7 +288,7 @@ class SequenceAligner:
                                     plate_label=f"plate frame {i}",
                                     candidate_labels=[f"clean-plate frame {j}" for j in js], prefer=prefer,
                                     exposure_prior=self._exposure, track=track,
-                                    fuse=self._previous is None)
+                                    fuse=self._previous is None, held=self._held(js))
         result.plate_index = i
         result.clean_index = js[result.index]
         result.fused = tuple(js[k] for k in result.fused)
