@@ -32,6 +32,9 @@ def test_numbers_are_coerced_as_before():
     ({"interpolation": "nearest"}, "unknown interpolation 'nearest'; use one of linear, cubic, lanczos"),
     ({"dense_interpolation": "lanczos"}, "unknown dense interpolation 'lanczos'; use 'linear' or 'cubic'"),
     ({"dens": False}, "unknown option 'dens'; the options are detector, "),
+    ({"track_size": 0}, "track_size must be a positive number of pixels, got 0"),
+    ({"dense_size": -3}, "dense_size must be a positive number of pixels, got -3"),
+    ({"feature_size": "wide"}, "feature_size must be int, got 'wide'"),
 ])
 def test_bad_options_are_one_clear_line(bad, words):
     with pytest.raises(HowardError) as e:

@@ -23,6 +23,8 @@ INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos
 DENSE_INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 
 _COERCE = {"int": int, "float": float, "bool": bool}
+# The long sides of the working copies.
+_SIZES = ("feature_size", "score_size", "track_size", "dense_size")
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,13 @@ class AlignOptions:
         for f in dataclasses.fields(self):
             kind = _COERCE.get(f.type)
             if kind is not None:
-                object.__setattr__(self, f.name, kind(getattr(self, f.name)))
+                try:
+                    object.__setattr__(self, f.name, kind(getattr(self, f.name)))
+                except (TypeError, ValueError):
+                    raise HowardError(f"align: {f.name} must be {f.type}, got {getattr(self, f.name)!r}") from None
+        for name in _SIZES:
+            if getattr(self, name) <= 0:
+                raise HowardError(f"align: {name} must be a positive number of pixels, got {getattr(self, name)}")
         object.__setattr__(self, "refine_top", max(1, self.refine_top))
         object.__setattr__(self, "fuse_frames", max(0, self.fuse_frames))
         if self.dense_interpolation not in DENSE_INTERPOLATIONS:
