@@ -521,11 +521,8 @@ class Aligner:
     @staticmethod
     def _kept(earlier: AlignResult, clean: PreparedFrame, plate: PreparedFrame, h: np.ndarray):
         """`earlier`'s background for this plate: its own where the clean frame covers, this plate elsewhere."""
-        valid = geo.coverage_mask(h, clean.size, plate.size)
         background = earlier.background.copy()
-        if not valid.all():
-            cv2.copyTo(plate.image, (~valid).view(np.uint8), dst=background)
-        return background, valid
+        return background, _plate_outside_cover(background, clean, plate, h)
 
     def _search(self, plate, candidates, subject_mask, plate_label, candidate_labels, prefer, exposure_prior,
                 track) -> _Search:
@@ -745,11 +742,8 @@ class Aligner:
         others = []
         for k in picks:
             fit, clean = s.fits[k], s.cands[k]
-            flow = None
-            if self.options.dense:
-                _, flow, applied, _ = self._dense(clean, s.plate, fit.h, fit.score)
-                flow = flow if applied else None
-            others.append(self._render(clean, s.plate, fit.h, fit.score, flow))
+            _, flow, applied, _ = self._dense(clean, s.plate, fit.h, fit.score)
+            others.append(self._render(clean, s.plate, fit.h, fit.score, flow if applied else None))
         subject = w.res.subject if w.res is not None else s.subject
         if subject is not None:
             subject = cv2.resize(subject.astype(np.uint8), s.plate.size, interpolation=cv2.INTER_NEAREST) > 0
@@ -1073,9 +1067,7 @@ class Aligner:
                           interpolation=DENSE_INTERPOLATIONS[self.options.dense_interpolation],
                           borderMode=cv2.BORDER_REPLICATE)
             self._matched(band, score)
-        valid = geo.coverage_mask(h, clean.size, plate.size)
-        cv2.copyTo(plate.image, (~valid).view(np.uint8), dst=background)
-        return background, valid
+        return background, _plate_outside_cover(background, clean, plate, h)
 
     def _subject_from_mask(self, mask, plate_size, label) -> np.ndarray | None:
         if mask is None:
@@ -1090,6 +1082,16 @@ class Aligner:
         if grow > 0 and hot.any():
             hot = cv2.dilate(hot, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
         return hot.astype(bool)
+
+
+def _plate_outside_cover(background: np.ndarray, clean: PreparedFrame, plate: PreparedFrame,
+                         h: np.ndarray) -> np.ndarray:
+    """Where `clean` warped by `h` does not cover `plate`, `background` (plate size, changed in place) takes
+    the plate's own pixels; returns the cover (H x W bool)."""
+    valid = geo.coverage_mask(h, clean.size, plate.size)
+    if not valid.all():
+        cv2.copyTo(plate.image, (~valid).view(np.uint8), dst=background)
+    return valid
 
 
 def _still(previous: np.ndarray | None, plate: Features, tolerance: float = _STILL_PX) -> bool:
