@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from typing import NoReturn
 
 from howard_core.errors import HowardError
 from howard_core.events import weights_notice
@@ -472,5 +473,13 @@ def main(argv=None) -> int:
         return 130
 
 
+def run() -> NoReturn:
+    """The `howard` command: `main` on sys.argv, then the process ends with its exit code
+    (`runtime.exit_process`: without the interpreter's slow teardown)."""
+    from howard_core.runtime import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -89,6 +89,9 @@ def matte(plate, clean_plate, output, settings: MatteSettings | None = None, *, 
 
 def prepare_matter(settings: MatteSettings):
     """(network, Matter) for `matte`: the model resolved (see `weights.resolve_model`) and prepared once."""
+    from howard_core.runtime import import_frozen
+
+    import_frozen("howard_core.model")
     from howard_core.model import Matter
     from howard_core.model.network import MattingBase
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import functools
 import importlib.metadata
 import math
 import os
 import platform
 import sys
 import threading
+from typing import NoReturn
 
 # glibc's mallopt parameter numbers.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
@@ -135,12 +137,67 @@ class InBackground(threading.Thread):
         return self._value
 
 
-def import_in_background(*modules: str) -> InBackground:
-    """Start importing `modules` (e.g. the model package, which imports torch: about a second) on
-    a thread of their own; a later import of them in any thread waits for that one to finish."""
+def import_frozen(*modules: str) -> list:
+    """Import `modules` (e.g. the model package, which imports torch) with the cyclic garbage
+    collector paused, then move every object alive into the collector's permanent generation
+    (`gc.freeze`); returns the modules.
+
+    Importing torch creates about a million tracked objects. The collections they trigger find
+    next to nothing and cost about 0.2 s of a 1.3-1.5 s import here, and collecting them again when
+    the interpreter exits costs 0.6-0.7 s more. Frozen objects are still freed when their
+    reference count drops to zero, so frames and other arrays are unaffected."""
+    import gc
     import importlib
 
-    return InBackground(lambda: [importlib.import_module(m) for m in modules])
+    loaded = [sys.modules.get(m) for m in modules]
+    if all(loaded):
+        return loaded
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return [importlib.import_module(m) for m in modules]
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+        _unfreeze_at_exit()
+
+
+@functools.cache
+def _unfreeze_at_exit() -> None:
+    # An interpreter that exits normally collects everything once more; nanobind modules
+    # (OpenImageIO) report what is still frozen then as leaks, so it is handed back first.
+    import atexit
+    import gc
+
+    atexit.register(gc.unfreeze)
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a command-line process with `code` without tearing the interpreter down.
+
+    Once torch is imported, the interpreter's teardown takes 0.5-0.8 s on these cores and changes
+    nothing a command leaves behind: every output is closed and renamed into place before this
+    is called. So the exit handlers run (temporary folders, logging), the standard streams are
+    flushed, and the process ends. Where a non-daemon thread is still running (never the case
+    for Howard's own commands), the normal exit waits for it instead."""
+    import atexit
+
+    if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+            pass
+    os._exit(code)
+
+
+def import_in_background(*modules: str) -> InBackground:
+    """Start importing `modules` (see `import_frozen`) on a thread of their own; a later import
+    of them in any thread waits for that one to finish."""
+    return InBackground(import_frozen, *modules)
 
 
 class CpuBudget:
