@@ -112,3 +112,50 @@ def test_png_level_reaches_the_files_and_the_report(tmp_path):
     report = json.loads(next(out.glob("howard_report.*.json")).read_text())
     assert report["settings"]["compression"] == "9"
     assert _read(next(out.glob("m.*.png")))[1].nchannels == 4
+
+
+def _chunks(path):
+    """The PNG chunk types of a file, in order, and the data of the sRGB chunk (or None)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    kinds, srgb, i = [], None, 8
+    while i < len(data):
+        length = int.from_bytes(data[i:i + 4], "big")
+        kind = data[i + 4:i + 8]
+        kinds.append(kind.decode())
+        if kind == b"sRGB":
+            srgb = data[i + 8:i + 8 + length]
+        i += 12 + length
+    return kinds, srgb
+
+
+def test_colour_pngs_are_tagged_srgb_and_alpha_pngs_are_not(tmp_path):
+    rgb, alpha = _frame()
+    with open_sink(tmp_path / "m.####.png", "png", colorspace="srgb") as sink:
+        sink.write(1, rgb, alpha)
+    with open_sink(tmp_path / "a.####.png", "alpha", colorspace="srgb") as sink:
+        sink.write(1, None, alpha)
+    kinds, srgb = _chunks(tmp_path / "m.0001.png")
+    assert kinds[0] == "IHDR" and kinds[-1] == "IEND" and {"sRGB", "gAMA", "cHRM"} <= set(kinds)
+    assert kinds.index("sRGB") < kinds.index("IDAT") and srgb == b"\x00"
+    kinds, srgb = _chunks(tmp_path / "a.0001.png")
+    assert srgb is None and "gAMA" not in kinds
+    # OpenImageIO reads the added chunks as sRGB and the alpha back bit for bit.
+    inp = oiio.ImageInput.open(str(tmp_path / "m.0001.png"))
+    assert "srgb" in inp.spec().getattribute("oiio:ColorSpace").lower()
+    inp.close()
+    codes, spec = _read(tmp_path / "a.0001.png")
+    assert spec.nchannels == 1 and spec.format == oiio.UINT16
+    np.testing.assert_array_equal(codes[:, :, 0], quantize(alpha, 16))
+
+
+def test_a_png_that_cannot_be_written_is_one_clear_error_and_no_file(tmp_path):
+    from howard_core.io import images
+
+    folder = tmp_path / "taken"
+    folder.write_text("a file where the output folder should be")
+    with pytest.raises(HowardError, match=r"taken.*cannot write image"):
+        images.write_png(folder / "m.0001.png", np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="uint8/uint16"):
+        images.encode_png(np.zeros((4, 4, 4), np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]

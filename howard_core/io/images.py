@@ -1,4 +1,5 @@
-"""Still-image reading and writing through OpenImageIO (EXR, DPX, TIFF, PNG, JPEG, ...).
+"""Still-image reading and writing through OpenImageIO (EXR, DPX, TIFF, PNG, JPEG, ...); PNG
+frames are encoded by OpenCV (`encode_png`, where the zlib strategy can be chosen).
 
 Which channels are "the RGB" of a file, first rule that applies:
 
@@ -16,14 +17,17 @@ Pixels outside an EXR's data window are black; the image is the display window.
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import OpenImageIO as oiio
 
 from howard_core.errors import HowardError
-from howard_core.io.atomic import atomic_write
+from howard_core.io.atomic import atomic_write, write_bytes_atomic
 
 _COLOR_NAMES = (("r", "red"), ("g", "green"), ("b", "blue"))
 _ERROR_CHARS = 160  # of OpenImageIO's text in one of our error lines
@@ -246,6 +250,67 @@ def write_image(
                 raise HowardError(f"{path}: cannot write image ({_error_text(out.geterror)}); check free disk space")
         finally:
             out.close()
+
+
+# sRGB (perceptual intent) with the gAMA and cHRM values the PNG specification pairs with it, for
+# decoders that do not know the sRGB chunk: the colour chunks OpenImageIO writes itself.
+_PNG_SRGB_CHUNKS = (
+    (b"sRGB", bytes([0])),
+    (b"gAMA", struct.pack(">I", 45455)),
+    (b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)),
+)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def encode_png(pixels: np.ndarray, level: int = 1, srgb: bool = True) -> bytes:
+    """PNG file bytes of HxW or HxWxC (C = 1, 3 or 4: grey, RGB, RGBA) uint8 or uint16 `pixels`,
+    stored as they are (straight alpha). `level`: the zlib level, 0..9. `srgb`: tag the colour as
+    sRGB (sRGB, gAMA and cHRM chunks); leave it off for data such as an alpha matte.
+
+    Encoded by OpenCV rather than OpenImageIO because its zlib strategy can be chosen: at levels
+    1-2 run-length matching with the Sub filter wrote an HD RGBA frame in about 60 ms where
+    OpenImageIO's fastest setting (level 1, Sub) took about 150 ms, and the files were 12% smaller
+    on grainy footage. Higher levels use zlib's matching for filtered data and libpng's choice of
+    filter per row, for the smallest files.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim not in (2, 3) or (
+            pixels.ndim == 3 and pixels.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"PNG pixels must be HxW[xC] uint8/uint16 with C in 1, 3, 4, not {pixels.dtype} {pixels.shape}")
+    pixels = np.ascontiguousarray(pixels)
+    if pixels.ndim == 3 and pixels.shape[2] == 4:  # OpenCV takes BGR(A)
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
+    elif pixels.ndim == 3 and pixels.shape[2] == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    level = int(level)
+    params = [cv2.IMWRITE_PNG_COMPRESSION, level]
+    if level:
+        params += [cv2.IMWRITE_PNG_STRATEGY,
+                   cv2.IMWRITE_PNG_STRATEGY_RLE if level <= 2 else cv2.IMWRITE_PNG_STRATEGY_FILTERED]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV 4.10 on; older ones choose the filters themselves
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE if level == 0 else
+                   cv2.IMWRITE_PNG_FILTER_SUB if level <= 2 else cv2.IMWRITE_PNG_ALL_FILTERS]
+    ok, encoded = cv2.imencode(".png", pixels, params)
+    if not ok:
+        raise ValueError("OpenCV could not encode the PNG")
+    data = encoded.tobytes()
+    if not srgb:
+        return data
+    header_end = 8 + 4 + 4 + 13 + 4  # signature, then the IHDR chunk: length, type, 13 bytes, CRC
+    return data[:header_end] + b"".join(_png_chunk(k, v) for k, v in _PNG_SRGB_CHUNKS) + data[header_end:]
+
+
+def write_png(path: str | os.PathLike, pixels: np.ndarray, level: int = 1, srgb: bool = True) -> None:
+    """Write `pixels` to the PNG file `path` atomically (see `encode_png` for what it takes)."""
+    data = encode_png(pixels, level, srgb)
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as exc:
+        raise HowardError(f"{path}: cannot write image ({exc.strerror or exc}); check free disk space and "
+                          f"permissions") from None
 
 
 def is_readable(path: str | os.PathLike, required_channels: tuple[str, ...] = (), required_layers=()) -> bool:

@@ -140,32 +140,23 @@ class FrameSink:
         rgb, alpha = _check_frame(rgb_native, alpha)
         self._write_exr(n, rgb, alpha, dict(layers or {}))
 
-    def _png_options(self) -> dict:
-        level = int(self.compression)
-        # Straight alpha: tell OIIO so it stores the colour as given instead of un-premultiplying it.
-        # At the fast levels one fixed filter (Sub) costs a fraction of libpng's per-row filter search.
-        options = {"oiio:UnassociatedAlpha": 1, "png:compressionLevel": level}
-        if level <= 2:
-            options["png:filter"] = _PNG_FILTER_NONE if level == 0 else _PNG_FILTER_SUB
-        return options
-
     def _write_png(self, n: int, working: np.ndarray, alpha: np.ndarray) -> None:
-        # Quantised here, straight into the file's integer type: OIIO's own float conversion costs more.
+        # Quantised here, straight into the file's integer type, and stored straight (unpremultiplied).
         bits = 16 if self.bit_depth == 16 else 8
         pixels = np.empty((*alpha.shape, 4), np.uint16 if bits == 16 else np.uint8)
         quantize(working, bits, out=pixels[:, :, :3])
         quantize(alpha, bits, out=pixels[:, :, 3])
-        images.write_image(self.path_for(n), pixels, ["R", "G", "B", "A"], oiio.UINT16 if bits == 16 else oiio.UINT8,
-                           alpha_channel=3, attributes=self._png_options())
+        images.write_png(self.path_for(n), pixels, int(self.compression))
 
     def _write_alpha(self, n: int, alpha: np.ndarray) -> None:
-        if Path(self.path_for(n)).suffix.lower() == ".exr":
+        suffix = Path(self.path_for(n)).suffix.lower()
+        if suffix == ".exr":
             images.write_image(self.path_for(n), alpha.astype(np.float16), ["A"], oiio.HALF, alpha_channel=0,
                                attributes={"compression": self.compression})
-            return
-        options = self._png_options() if self.path_for(n).lower().endswith(".png") else {}
-        options.pop("oiio:UnassociatedAlpha", None)
-        images.write_image(self.path_for(n), quantize(alpha, 16), ["Y"], oiio.UINT16, attributes=options or None)
+        elif suffix == ".png":
+            images.write_png(self.path_for(n), quantize(alpha, 16), int(self.compression), srgb=False)
+        else:
+            images.write_image(self.path_for(n), quantize(alpha, 16), ["Y"], oiio.UINT16)
 
     def _channel_names(self) -> list[str]:
         if self.kind == "alpha":
@@ -247,7 +238,6 @@ class ProResSink(FrameSink):
             self._writer.abort()
 
 
-_PNG_FILTER_NONE, _PNG_FILTER_SUB = 8, 16  # libpng's PNG_FILTER_* flags, as OIIO's png:filter takes them
 
 
 def quantize(x: np.ndarray, bits: int, out: np.ndarray | None = None) -> np.ndarray:
