@@ -279,7 +279,7 @@ def encode_png(pixels: np.ndarray, level: int = 1, srgb: bool = True) -> bytes:
     pixels = np.asarray(pixels)
     if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim not in (2, 3) or (
             pixels.ndim == 3 and pixels.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"PNG pixels must be HxW[xC] uint8/uint16 with C in 1, 3, 4, not {pixels.dtype} {pixels.shape}")
+        raise ValueError(f"PNG pixels must be HxW[xC] uint8/uint16, C in 1, 3, 4; not {pixels.dtype} {pixels.shape}")
     pixels = np.ascontiguousarray(pixels)
     if pixels.ndim == 3 and pixels.shape[2] == 4:  # OpenCV takes BGR(A)
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
