@@ -160,3 +160,14 @@ def test_broken_config_path(tmp_path):
 def test_converter_rejects_wrong_shapes():
     with pytest.raises(ValueError):
         make_converter("linear").to_working(np.zeros((4, 4, 4), np.float32))
+
+
+def test_an_srgb_frame_inside_the_range_is_not_copied_and_nothing_is_clipped_away():
+    conv = make_converter("srgb")
+    inside = np.random.default_rng(3).random((8, 8, 3), dtype=np.float32)
+    work = conv.to_working(inside)
+    assert work is inside and conv.clipped_away(inside, work) is None
+    outside = inside * 1.5 - 0.2
+    work = conv.to_working(outside)
+    assert work is not outside and work.min() == 0.0 and work.max() == 1.0
+    np.testing.assert_array_equal(conv.clipped_away(outside, work), outside - np.clip(outside, 0, 1))
