@@ -232,7 +232,9 @@ class MatteJob:
             item.refined = int(ref.sum()) // 16 if ref.shape == item.alpha.shape else int(ref.sum())
             item.err = out.error[k, 0].numpy() if out.error is not None and "err" in layers else None
             item.ref = ref if "ref" in layers else None
-            if not self.keep_work:
+            # Where the working copy is the plate frame itself (sRGB already in 0..1), dropping it frees
+            # nothing, and keeping it tells the writer's `clipped_away` at once that nothing was clipped.
+            if not self.keep_work and item.work is not item.native:
                 item.work = None
             if "bg" not in layers:
                 item.background = None
