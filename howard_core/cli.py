@@ -146,7 +146,8 @@ def _security(args):
 def cmd_matte(args) -> int:
     from howard_core.runtime import import_in_background
 
-    import_in_background("howard_core.model")  # torch, the slowest import, alongside the I/O modules
+    # torch, the slowest import, alongside the I/O modules; this process only runs eager inference.
+    import_in_background("howard_core.model", eager_only=True)
     from howard_core import matte
 
     if args.cluster is None and args.chunk_size is not None:

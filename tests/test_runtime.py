@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from howard_core import runtime
@@ -184,3 +185,40 @@ def test_frozen_imports_leave_nothing_reported_at_a_normal_exit():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={"PATH": "", "PYTHONPATH": ":".join(sys.path)})
     assert proc.returncode == 0 and "leaked" not in proc.stderr, proc.stderr
+
+
+EAGER_CHILD = r"""
+import sys
+from howard_core.runtime import import_frozen
+import_frozen("howard_core.model", eager_only=sys.argv[1] == "eager")
+import numpy as np, torch
+from howard_core.model import Matter
+from howard_core.synth import make_shot
+from howard_core.weights import resolve_model
+torch.set_num_threads(1)
+print("meta kernels imported", "torch._meta_registrations" in sys.modules)
+shot = make_shot(320, 192, plate_frames=1, clean_frames=1, seed=5)
+def t(a):
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].float()
+out = Matter(resolve_model(None))(t(shot.plate[0]), t(shot.clean[0]))
+np.savez(sys.argv[2], **{k: v.numpy() for k, v in out._asdict().items() if v is not None})
+import torch._meta_registrations as meta  # importable for real afterwards
+print("real module", hasattr(meta, "register_meta"))
+"""
+
+
+def test_an_eager_only_torch_import_mattes_exactly_like_a_full_one(tmp_path):
+    seen = {}
+    for mode in ("eager", "full"):
+        proc = subprocess.run([sys.executable, "-c", EAGER_CHILD, mode, str(tmp_path / f"{mode}.npz")],
+                              capture_output=True, text=True, timeout=120,
+                              env={"PATH": "", "PYTHONPATH": ":".join(sys.path)})
+        assert proc.returncode == 0, proc.stderr
+        seen[mode] = proc.stdout.splitlines()
+    assert seen["eager"] == ["meta kernels imported False", "real module True"]
+    assert seen["full"] == ["meta kernels imported True", "real module True"]
+    eager, full = np.load(tmp_path / "eager.npz"), np.load(tmp_path / "full.npz")
+    assert sorted(eager.files) == sorted(full.files) and "alpha" in eager.files
+    for name in eager.files:
+        np.testing.assert_array_equal(eager[name], full[name], err_msg=name)
+    assert 0.05 < eager["alpha"].mean() < 0.95  # a real matte, not an empty one
