@@ -436,3 +436,38 @@ def test_chunks_and_resumed_runs_equal_the_whole_clip_exactly(tmp_path):
     np.testing.assert_array_equal(read_channels(tmp_path / "kept_1005.exr")[0]["A"], alpha(tmp_path / "full", 1005))
     for f in (1003, 1027, last):
         np.testing.assert_array_equal(alpha(tmp_path / "tail", f), alpha(tmp_path / "chunks", f), err_msg=f"{f}")
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_later_frames_are_aligned_only_once_the_first_batch_is_written(tmp_path, small_shot, monkeypatch, batch):
+    from howard_core import pipeline
+    from howard_core.align.sequence import SequenceAligner
+
+    plate = write_sequence(tmp_path / "plate", "plate", linear_plates(small_shot), 1001)
+    clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in small_shot.clean], 1)
+    order = []
+    real_align, real_write = SequenceAligner.align_frame, pipeline.MatteJob.write
+    monkeypatch.setattr(SequenceAligner, "align_frame",
+                        lambda self, i, *a, **k: (order.append(("align", i)), real_align(self, i, *a, **k))[1])
+    monkeypatch.setattr(pipeline.MatteJob, "write",
+                        lambda self, item: (real_write(self, item), order.append(("write", item.number - 1001))))
+    rep = matte(plate, clean, tmp_path / "out", model=constant_model(0.5), batch_size=batch, queue_size=4)
+    assert rep["frames_done"] == 4
+    first_written = order.index(("write", batch - 1))
+    assert sorted(order[:first_written + 1]) == sorted([("align", i) for i in range(batch)] +
+                                                       [("write", i) for i in range(batch)])
+    assert sorted(order) == sorted([(stage, i) for stage in ("align", "write") for i in range(4)])
+
+
+def test_a_failing_first_inference_ends_the_job_with_its_error(tmp_path, small_shot):
+    plate = write_sequence(tmp_path / "plate", "plate", linear_plates(small_shot), 1001)
+    clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in small_shot.clean], 1)
+    model = constant_model(0.5)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("inference broke")
+
+    model.backbone.forward = broken  # the aligner meanwhile waits for the first frame's output
+    with pytest.raises(RuntimeError, match="inference broke"):
+        matte(plate, clean, tmp_path / "out", model=model, queue_size=4)
+    assert not list((tmp_path / "out").glob("*.exr"))
