@@ -188,7 +188,9 @@ def read_rgb(path: str | os.PathLike, info: ImageInfo, layer: str | None = None)
     finally:
         inp.close()
     pixels = np.asarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, hi - lo)
-    rgb = pixels[:, :, [c - lo for c in info.channels]]
+    picked = [c - lo for c in info.channels]
+    # The usual R, G, B in order are the pixels as read: a copy would be a fresh 25 MB per HD frame.
+    rgb = pixels if picked == list(range(hi - lo)) else pixels[:, :, picked]
     return _to_display_window(rgb, spec)
 
 
