@@ -272,3 +272,23 @@ def test_prores_abort_leaves_nothing(tmp_path):
         sink.write(4, rgb, alpha)
     sink.abort()
     assert os.listdir(tmp_path) == []
+
+
+def test_half_frames_are_rounded_as_numpy_rounds_them_extremes_included():
+    from howard_core.io.sink import pack_half
+
+    rng = np.random.default_rng(4)
+    rgb = (rng.normal(0, 3, (H, W, 3)) ** 3).astype(np.float32)  # past the half range both ways
+    rgb[0, 0] = [np.inf, -np.inf, np.nan]
+    rgb[1, 0] = [6e-8, 1e-8, 65519.99]  # half subnormal, to zero, the last value that rounds to 65504
+    alpha = rng.random((H, W)).astype(np.float32)
+    alpha[:2, 0] = 1.0
+    err, bg = rng.random((H, W, 1)).astype(np.float32), rng.random((H, W, 3)).astype(np.float32) * 1e5
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = np.concatenate([rgb * alpha[:, :, None], alpha[:, :, None], err, bg], axis=2).astype(np.float16)
+    got = pack_half(rgb, alpha, [err, bg])
+    assert got.dtype == np.float16 and got.shape == (H, W, 8)
+    np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))
+    assert np.isinf(got[..., 7]).any() and np.isnan(got[0, 0, 2]) and list(got[1, 0, :3]) == [6e-8, 0, 65504]
+    plain = pack_half(rgb[:, ::2], alpha[:, ::2])  # views are taken as they are
+    np.testing.assert_array_equal(plain.view(np.uint16), expected[:, ::2, :4].view(np.uint16))

@@ -181,17 +181,7 @@ class FrameSink:
             suffixes = ("R", "G", "B") if data.shape[2] == 3 else ("Y",)
             planes.append(data)
             names += [f"{name}.{s}" for s in suffixes]
-        # The half-float frame is filled here, channel group by group: OpenImageIO's own float ->
-        # half conversion costs more than compressing the file. Values past the half range become
-        # inf, as with any half-float writer.
-        pixels = np.empty((*rgb.shape[:2], len(names)), np.float16)
-        with np.errstate(over="ignore"):
-            np.multiply(rgb, alpha[:, :, None], out=pixels[:, :, :3], casting="unsafe")
-            pixels[:, :, 3] = alpha
-            k = 4
-            for data in planes:
-                pixels[:, :, k:k + data.shape[2]] = data
-                k += data.shape[2]
+        pixels = pack_half(rgb, alpha, planes)
         # OIIO's interop names for our two fast-path spaces, so OIIO-based tools recognise them.
         space = {LINEAR: "lin_rec709_scene", SRGB: "srgb_rec709_scene"}.get(self.converter.name, self.converter.name)
         attributes = {"compression": self.compression, "oiio:ColorSpace": space, "Software": "Howard"}
@@ -239,6 +229,24 @@ class ProResSink(FrameSink):
             self._writer.abort()
 
 
+
+
+def pack_half(rgb: np.ndarray, alpha: np.ndarray, planes=()) -> np.ndarray:
+    """HxWx3 straight colour, HxW alpha and HxWxC float32 `planes` -> one HxWx(4 + sum C) float16
+    frame: colour premultiplied by alpha, then alpha, then each plane as it is.
+
+    OpenImageIO's own float -> half conversion costs more than compressing the file, and NumPy's
+    took 35-50 ms per HD RGBA frame here; OpenCV's multiply into half floats does the premultiply
+    and the conversion in one pass, in 12-13 ms. The float32 product is rounded to the nearest half
+    as NumPy rounds it, and values past the half range become inf, as with any half-float writer.
+    """
+    import cv2
+
+    h, w = alpha.shape
+    values = cv2.merge([np.ascontiguousarray(rgb), alpha, *(np.ascontiguousarray(p) for p in planes)])
+    ones = np.ones((h, w), np.float32)
+    weights = cv2.merge([alpha, alpha, alpha] + [ones] * (values.shape[2] - 3))
+    return cv2.multiply(values, weights, dtype=cv2.CV_16F).reshape(h, w, values.shape[2])
 
 
 def quantize(x: np.ndarray, bits: int, out: np.ndarray | None = None) -> np.ndarray:
