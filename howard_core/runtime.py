@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
-import importlib.metadata
 import math
 import os
 import platform
@@ -311,6 +310,8 @@ def _version(module: str, dist: str) -> str | None:
     # version loads FFmpeg (16 MB resident) at the end of runs that read no movie.
     if module in sys.modules:
         return getattr(sys.modules[module], "__version__", None)
+    import importlib.metadata  # here, not at the top: 35 ms of the command's start otherwise
+
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
