@@ -125,7 +125,7 @@ class MatteSettings:
     layers: tuple[str, ...] = _option((), "extra EXR layers, comma list of fg,err,ref,bg", choices=LAYERS)
     compression: str | None = _option(
         None, "EXR codec: none, rle, zips, zip (default), piz, pxr24, or lossy b44, b44a (alpha too), dwaa, dwab "
-        "(colour only); PNG: zlib level 0-9 (default 1, 9 smallest)")
+        "(colour only); PNG: deflate level 0-9 (default 1, 9 smallest)")
     # A checkpoint path or installed weights name; from Python also a loaded network (not JSON, not farm).
     model: object = _option(None, "checkpoint file or installed weights name (default: bundled weights)",
                             files=True)

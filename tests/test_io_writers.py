@@ -1,4 +1,4 @@
-"""The PNG writers: quantised in numpy as OpenImageIO would, at the zlib level asked for, losslessly."""
+"""The PNG writers: quantised in numpy as OpenImageIO would, at the deflate level asked for, losslessly."""
 
 import json
 import os

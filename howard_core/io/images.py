@@ -324,6 +324,7 @@ def _filter_rows(rows: np.ndarray, bpp: int, level: int) -> np.ndarray:
     h, stride = rows.shape
     kinds = (0,) if level == 0 else (1, 2) if level <= 3 else (0, 1, 2, 3, 4)
     candidates = np.empty((len(kinds), h, 1 + stride), np.uint8)
+    costs = np.empty((len(kinds), h), np.uint32)
     for k, kind in enumerate(kinds):
         out = candidates[k, :, 1:]
         candidates[k, :, 0] = kind
@@ -349,13 +350,13 @@ def _filter_rows(rows: np.ndarray, bpp: int, level: int) -> np.ndarray:
                 pa, pb, pc = np.abs(estimate - a), np.abs(estimate - b), np.abs(estimate - c)
                 prediction = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
             np.subtract(rows, prediction.astype(np.uint8), out=out)
+        if len(kinds) > 1:
+            # The bytes read as signed, summed in magnitude: small where the filter predicted well.
+            # (The absolute value of int8 -128 stays -128, which read unsigned is the 128 it should be.)
+            costs[k] = np.abs(out.view(np.int8)).view(np.uint8).sum(axis=1, dtype=np.uint32)
     if len(kinds) == 1:
         return candidates[0]
-    # The bytes read as signed, summed in magnitude: small where the filter predicted well. (The
-    # absolute value of int8 -128 stays -128, which read back unsigned is the 128 it should be.)
-    magnitude = np.abs(candidates[:, :, 1:].view(np.int8)).view(np.uint8)
-    best = np.argmin(magnitude.sum(axis=2, dtype=np.uint32), axis=0)
-    return candidates[best, np.arange(h)]
+    return candidates[np.argmin(costs, axis=0), np.arange(h)]
 
 
 def write_png(path: str | os.PathLike, pixels: np.ndarray, level: int = 1, srgb: bool = True) -> None:

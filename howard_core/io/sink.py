@@ -14,7 +14,7 @@ Kinds (`open_sink(spec, kind, ...)`):
   level `PNG_DEFAULT_LEVEL` (1) unless `compression` gives another, "0".."9" (see
   `png_level`).
 * `alpha`: single-channel alpha per frame. `.exr` -> half float channel `A`;
-  `.png`/`.tif` -> 16-bit grey (PNG at the same zlib levels).
+  `.png`/`.tif` -> 16-bit grey (PNG at the same deflate levels).
 * `prores`: one ProRes 4444 .mov with 16-bit alpha, straight foreground.
 
 Colour: EXR stores colour in the plate's native space unchanged. PNG and ProRes are
@@ -74,7 +74,7 @@ class FrameSink:
 
     def __init__(self, kind: str, target: SequencePattern | Path, converter: ColorConverter, layers, bit_depth,
                  compression: str = "zip"):
-        """`compression`: the EXR codec, or for PNG files the zlib level as text ("0".."9")."""
+        """`compression`: the EXR codec, or for PNG files the deflate level as text ("0".."9")."""
         self.kind = kind
         self.target = target
         self.converter = converter
@@ -311,7 +311,7 @@ def open_sink(
         compression = str(compression)
     if compression is not None and compression not in EXR_COMPRESSIONS + PNG_LEVELS:
         raise HowardError(f"EXR compression {compression!r} is not known; use one of {', '.join(EXR_COMPRESSIONS)} "
-                          f"(or for PNG output a zlib level 0-9)")
+                          f"(or for PNG output a deflate level 0-9)")
     target = _resolve_target(Path(os.fspath(spec)), kind, like, tag)
     where = target.display if isinstance(target, SequencePattern) else str(target)
     is_png = where.lower().endswith(".png")
