@@ -42,6 +42,11 @@ def files_under(folder):
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+def tree_under(folder):
+    """Every file below `folder` with its contents, and every folder (None): what a failed run must not change."""
+    return {p.relative_to(folder): p.read_bytes() if p.is_file() else None for p in folder.rglob("*")}
+
+
 @pytest.fixture(scope="module")
 def shot():
     return make_shot(96, 64, plate_frames=4, clean_frames=5, seed=3)
@@ -219,20 +224,20 @@ def _assert_one_line_error(code, out, err, must_name):
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[c.__name__[1:] for c in BAD_INPUTS])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, clip, checkpoint, case, capsys):
     args, must_name = _bad_command(case, tmp_path, clip, checkpoint)
-    before = files_under(tmp_path)
+    before = tree_under(tmp_path)
     _assert_one_line_error(*run(capsys, *args), must_name)
-    assert files_under(tmp_path) == before
+    assert tree_under(tmp_path) == before  # no output folder either
 
 
 @pytest.mark.parametrize("case", [_missing_plate, _truncated_checkpoint, _garbled_exr_header],
                          ids=["missing_plate", "truncated_checkpoint", "garbled_exr_header"])
 def test_bad_input_from_a_shell(tmp_path, clip, checkpoint, case):
     args, must_name = _bad_command(case, tmp_path, clip, checkpoint)
-    before = files_under(tmp_path)
+    before = tree_under(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "howard_core.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=120)
     _assert_one_line_error(proc.returncode, proc.stdout, proc.stderr, must_name)
-    assert files_under(tmp_path) == before
+    assert tree_under(tmp_path) == before
 
 
 def test_align_writes_the_aligned_clean_plate_and_qc(tmp_path, clip, capsys):
@@ -263,8 +268,9 @@ def test_corrupt_frame_mid_clip_stops_the_run_leaving_only_complete_earlier_fram
     code, stdout, err = run(capsys, "matte", plate, clean, "-o", out, "--model", checkpoint, "--progress", "none")
     _assert_one_line_error(code, stdout, err, str(bad))
     # The reader finds the bad frame before earlier ones are written, or after: either way no report,
-    # no temp file, nothing for the bad frame or later, and whatever is there is a whole frame.
-    names = sorted(p.name for p in out.iterdir())
+    # no temp file, nothing for the bad frame or later, and whatever is there is a whole frame. With
+    # nothing written the output folder, made for this run, is gone too.
+    names = sorted(p.name for p in out.iterdir()) if out.exists() else []
     assert set(names) <= {"plate_matte.1001.exr", "plate_matte.1002.exr"}
     assert all(is_readable(out / n, MATTE_CHANNELS) for n in names)
 

@@ -292,3 +292,22 @@ def test_half_frames_are_rounded_as_numpy_rounds_them_extremes_included():
     assert np.isinf(got[..., 7]).any() and np.isnan(got[0, 0, 2]) and list(got[1, 0, :3]) == [6e-8, 0, 65504]
     plain = pack_half(rgb[:, ::2], alpha[:, ::2])  # views are taken as they are
     np.testing.assert_array_equal(plain.view(np.uint16), expected[:, ::2, :4].view(np.uint16))
+
+
+def test_abort_removes_only_the_empty_folders_it_made(tmp_path):
+    plate = make_plate(tmp_path / "in")
+    rgb, alpha = frame_data()
+    sink = open_sink(tmp_path / "a" / "b" / "c" / "m.####.exr", "exr", like=plate)
+    assert (tmp_path / "a" / "b" / "c").is_dir()
+    sink.abort()
+    assert not (tmp_path / "a").exists()  # all three were made for this output, and left empty
+    (tmp_path / "kept").mkdir()
+    open_sink(tmp_path / "kept" / "new" / "m.####.exr", "exr", like=plate).abort()
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "new").exists()
+    with open_sink(tmp_path / "d" / "e" / "m.####.exr", "exr", like=plate) as sink:
+        sink.write(1001, rgb, alpha)
+    sink.abort()  # a frame is final: it and its folders stay
+    assert (tmp_path / "d" / "e" / "m.1001.exr").is_file()
+    with pytest.raises(HowardError, match="overwrite the input plate"):
+        open_sink(tmp_path / "in" / "plate.####.exr", "exr", like=plate)
+    assert (tmp_path / "in" / "plate.1001.exr").is_file()

@@ -57,6 +57,26 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def missing_folders(folder: str | os.PathLike) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, outermost first."""
+    missing = []
+    for path in (Path(folder), *Path(folder).parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing[::-1]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove `folders` (as `missing_folders` lists them) innermost first, as far as each is empty: what
+    a failed run created and left nothing in, never a file, and never a folder another process filled."""
+    for path in reversed(folders):
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
 def ensure_writable_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
     """Create `folder` (and parents) if missing and prove a file can be created in it."""
     folder = Path(folder)

@@ -41,7 +41,7 @@ import OpenImageIO as oiio
 
 from howard_core.errors import HowardError
 from howard_core.io import images
-from howard_core.io.atomic import ensure_writable_dir
+from howard_core.io.atomic import ensure_writable_dir, missing_folders, remove_empty_folders
 from howard_core.io.color import LINEAR, SRGB, ColorConverter, default_colorspace, make_converter
 from howard_core.io.frames import SequencePattern
 from howard_core.io.source import FrameSource
@@ -82,6 +82,7 @@ class FrameSink:
         self.bit_depth = bit_depth
         self.compression = compression
         self._lock = threading.Lock()
+        self.created_folders: list[Path] = []  # made for this output; removed again by abort() while empty
 
     @property
     def colorspace(self) -> str:
@@ -110,8 +111,9 @@ class FrameSink:
         """Finish the output. Image sequences have nothing pending: every frame is already final."""
 
     def abort(self) -> None:
-        """Give up after an error: drop anything not yet final."""
+        """Give up after an error: drop anything not yet final, and the folders made for it if empty."""
         self.close()
+        remove_empty_folders(self.created_folders)
 
     def is_complete(self, n: int) -> bool:
         """True when frame n's file exists, decodes fully and has this sink's channels (for --resume)."""
@@ -226,6 +228,7 @@ class ProResSink(FrameSink):
     def abort(self) -> None:
         with self._lock:
             self._writer.abort()
+        remove_empty_folders(self.created_folders)
 
 
 
@@ -322,8 +325,19 @@ def open_sink(
         raise HowardError(f"{where}: compression level {compression} applies to PNG output only; EXR takes a "
                           f"codec name ({', '.join(EXR_COMPRESSIONS)})")
     folder = target.folder if isinstance(target, SequencePattern) else target.parent
+    created = missing_folders(folder)
     ensure_writable_dir(folder)
+    try:
+        sink = _make_sink(kind, target, like, layers, colorspace, ocio_config, bit_depth, compression, fps, is_png)
+    except BaseException:
+        remove_empty_folders(created)
+        raise
+    sink.created_folders = created
+    return sink
 
+
+def _make_sink(kind, target, like, layers, colorspace, ocio_config, bit_depth, compression, fps, is_png):
+    """The sink `open_sink` describes, its folder already made."""
     sample = Path(target.path(like.frame_numbers[0] if like else 0) if isinstance(target, SequencePattern) else target)
     if like is not None and sample.resolve() == Path(like.path_for(like.frame_numbers[0])).resolve():
         raise HowardError(f"{sample}: output would overwrite the input plate; choose another output name or folder")
