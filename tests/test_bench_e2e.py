@@ -43,6 +43,10 @@ def test_bad_official_folder_is_one_line(tmp_path, capsys):
     assert main(["bench", "e2e", "--official", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
     (tmp_path / "empty").mkdir()
+    assert main(["bench", "e2e", "--official", str(tmp_path / "empty"), "--official-python",
+                 str(tmp_path / "no-python")]) == 2  # before any shot is made
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no-python: no such interpreter" in err
     with pytest.raises(e2e.HowardError, match="no inference_video.py here"):
         e2e.prepare_official(tmp_path / "empty", tmp_path / "work")
 
