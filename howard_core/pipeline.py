@@ -153,6 +153,7 @@ class MatteJob:
         # Until the first batch is written the stages take turns (see `align`); set then, or on a stop.
         self.first_out = threading.Event()
         self._aligned = self._written = 0
+        self.opencv_threads: int | None = None  # OpenCV's thread count as the caller had it, once changed
 
     # -- the stages -----------------------------------------------------------------------------------
 
@@ -169,6 +170,8 @@ class MatteJob:
             # Only the first frame is aligned while torch loads: aligning more then slows the
             # import (both want the GIL) and with it the first frame.
             self.prepared.join()
+        if k == 1:
+            self._share_opencv_threads()
         if k >= self.settings.batch_size:
             # Nor while the first batch is inferred and written: with both cores to itself, the first
             # HD frame's inference took 0.27 s in a traced run where it took 0.54 s beside the
@@ -189,6 +192,22 @@ class MatteJob:
         # clean_frame is the clip index, as the aligner reports it and --clean-offset counts it.
         item.qc = {"clean_frame": j, "clean_source": inputs.clean_source(j), "aligned": False}
         return item
+
+    def _share_opencv_threads(self) -> None:
+        """With inference on the CPU, OpenCV runs single-threaded for the rest of the job.
+
+        The aligner already runs beside inference, which wants every core; OpenCV's own worker threads
+        then only add CPU time: steady HD alignment took 158-175 ms of CPU per frame on 2 threads
+        against 112-116 ms on one, for 101-118 against 112-117 ms of wall time. Called from the aligner
+        between its frames, when no other stage is in OpenCV (the writer has nothing yet, and the
+        reader does not use it); `run` gives the caller's setting back. A GPU job keeps OpenCV's
+        threads: there the aligner, not inference, may be what limits it."""
+        import cv2
+
+        if self.prepared.is_alive() or self.prepared.result()[1].device.type != "cpu":
+            return
+        self.opencv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
 
     def infer(self, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event) -> None:
         """Inference on the calling thread: batches of same-size frames through the Matter. After
@@ -301,6 +320,10 @@ class MatteJob:
             self.first_out.set()
             for stage in self.stages:
                 stage.join()
+            if self.opencv_threads is not None:
+                import cv2
+
+                cv2.setNumThreads(self.opencv_threads)
         for stage in self.stages:
             if stage.error is not None:
                 raise stage.error
@@ -337,8 +360,9 @@ def build_report(job: MatteJob, kind: str, started: float, wall: float) -> dict:
     `wall`: seconds from the first frame read to the last written)."""
     s, inputs, sink, stages, budget = job.settings, job.inputs, job.sink, job.stages, job.budget
     todo = job.todo
-    cpu = {**budget.summary(), "stage_cpu_s": {name: round(st.cpu_seconds, 3) for name, st in
-                                               zip(("read", "align", "write"), stages, strict=True)}}
+    cpu = {**budget.summary(), "opencv_threads": 1 if job.opencv_threads is not None else "default",
+           "stage_cpu_s": {name: round(st.cpu_seconds, 3) for name, st in
+                           zip(("read", "align", "write"), stages, strict=True)}}
     return {
         "howard": "matte report", "plate": str(inputs.plate_spec), "clean_plate": str(inputs.clean_spec),
         "output": sink.display, "output_kind": kind, "layers": list(s.layers), "frames_done": len(todo),

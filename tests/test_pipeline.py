@@ -471,3 +471,25 @@ def test_a_failing_first_inference_ends_the_job_with_its_error(tmp_path, small_s
     with pytest.raises(RuntimeError, match="inference broke"):
         matte(plate, clean, tmp_path / "out", model=model, queue_size=4)
     assert not list((tmp_path / "out").glob("*.exr"))
+
+
+def test_opencv_runs_single_threaded_beside_cpu_inference_and_is_given_back(tmp_path, small_shot, monkeypatch):
+    import cv2
+
+    from howard_core.align.sequence import SequenceAligner
+
+    plate = write_sequence(tmp_path / "plate", "plate", linear_plates(small_shot), 1001)
+    clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in small_shot.clean], 1)
+    seen = []
+    real_align = SequenceAligner.align_frame
+    monkeypatch.setattr(SequenceAligner, "align_frame",
+                        lambda self, i, *a, **k: (seen.append(cv2.getNumThreads()), real_align(self, i, *a, **k))[1])
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)  # the caller's own setting
+    try:
+        rep = matte(plate, clean, tmp_path / "out", model=constant_model(0.5))
+        assert seen == [3, 1, 1, 1]  # the first frame is aligned while torch loads, before inference runs
+        assert rep["settings"]["cpu_budget"]["opencv_threads"] == 1
+        assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
