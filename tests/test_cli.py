@@ -107,6 +107,16 @@ def _corrupt_clean_plate(tmp, plate, clean, ckpt):
     return [plate, clean], str(bad)
 
 
+def _truncated_png_clean_plate(tmp, plate, clean, ckpt):
+    # A half-copied still: libpng would print a line of its own on stderr beside Howard's.
+    from howard_core.io.images import encode_png
+
+    still = tmp / "still.png"
+    pixels = (np.random.default_rng(4).random((64, 96, 3)) * 255).astype(np.uint8)
+    still.write_bytes(encode_png(pixels)[:3000])
+    return [plate, still], str(still)
+
+
 def _missing_middle_frame(tmp, plate, clean, ckpt):
     (tmp / "plate" / "plate.1002.exr").unlink()
     return [plate, clean], str(tmp / "plate" / "plate.1002.exr")
@@ -199,7 +209,7 @@ BAD_INPUTS = [_missing_plate, _pattern_without_frames, _missing_clean_plate, _co
               _frames_running_past_the_clip, _output_under_a_file, _random_bytes_checkpoint, _truncated_checkpoint,
               _not_a_bgmv2_checkpoint, _unknown_weights_name, _unknown_layer, _layers_with_png_output,
               _output_is_the_plate, _output_is_the_clean_plate, _wrong_extension_for_format, _resume_prores,
-              _unknown_compression, _compression_with_png_output, _zero_threads]
+              _unknown_compression, _compression_with_png_output, _zero_threads, _truncated_png_clean_plate]
 
 
 def _bad_command(case, tmp_path, clip, checkpoint):
@@ -229,8 +239,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, clip, checkpo
     assert tree_under(tmp_path) == before  # no output folder either
 
 
-@pytest.mark.parametrize("case", [_missing_plate, _truncated_checkpoint, _garbled_exr_header],
-                         ids=["missing_plate", "truncated_checkpoint", "garbled_exr_header"])
+@pytest.mark.parametrize("case", [_missing_plate, _truncated_checkpoint, _garbled_exr_header,
+                                  _truncated_png_clean_plate],
+                         ids=["missing_plate", "truncated_checkpoint", "garbled_exr_header",
+                              "truncated_png_clean_plate"])
 def test_bad_input_from_a_shell(tmp_path, clip, checkpoint, case):
     args, must_name = _bad_command(case, tmp_path, clip, checkpoint)
     before = tree_under(tmp_path)

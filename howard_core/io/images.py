@@ -55,6 +55,22 @@ def _open(path: Path):
     return inp
 
 
+def _png_cut_short(path: Path) -> bool:
+    """True for a PNG file without its closing IEND chunk near the end: a half-copied or half-written file.
+
+    Caught before decoding because libpng would also print its own "libpng error" line on stderr, beside
+    Howard's one-line message. Any other file, or one that cannot be read here, gives False."""
+    if path.suffix.lower() != ".png":
+        return False
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 1024))
+            return b"IEND" not in f.read()  # some writers put bytes after IEND; decoders ignore them
+    except OSError:
+        return False
+
+
 def _raw_alpha_config():
     # OIIO premultiplies straight-alpha files (PNG, some TIFF) on read by default; we want the
     # colour as stored, since alpha is dropped and the plate's colour is what the network sees.
@@ -178,6 +194,9 @@ def read_rgb(path: str | os.PathLike, info: ImageInfo, layer: str | None = None)
             info = probe(path, layer)
         spec = specs[info.subimage]
         lo, hi = min(info.channels), max(info.channels) + 1
+        if _png_cut_short(path):
+            raise HowardError(f"{path}: the PNG is cut short (no end chunk); the file may be truncated or "
+                              f"half-copied, re-render or re-copy it")
         pixels = inp.read_image(info.subimage, 0, lo, hi, "float")
         if pixels is None or inp.has_error:
             raise HowardError(
@@ -372,7 +391,7 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray, level: int = 1, srgb:
 def is_readable(path: str | os.PathLike, required_channels: tuple[str, ...] = (), required_layers=()) -> bool:
     """True when `path` opens, all its pixels decode, and it has `required_channels` and layers."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() or _png_cut_short(path):
         return False
     inp = oiio.ImageInput.open(str(path), _raw_alpha_config())
     if inp is None:
