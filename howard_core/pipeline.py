@@ -170,8 +170,6 @@ class MatteJob:
             # Only the first frame is aligned while torch loads: aligning more then slows the
             # import (both want the GIL) and with it the first frame.
             self.prepared.join()
-        if k == 1:
-            self._share_opencv_threads()
         if k >= self.settings.batch_size:
             # Nor while the first batch is inferred and written: with both cores to itself, the first
             # HD frame's inference took 0.27 s in a traced run where it took 0.54 s beside the
@@ -186,6 +184,8 @@ class MatteJob:
             item.qc = res.to_qc()
             item.qc["clean_source"] = inputs.clean_source(item.qc["clean_frame"])
             item.background, item.flagged = res.background, bool(res.flagged)
+            if k == 0:
+                self._share_opencv_threads()
             return item
         j = int(round(min(max(self.timing.position(i), 0), len(inputs.clean_numbers) - 1)))
         item.background = resize_to(inputs.read_clean(j), inputs.plate.width, inputs.plate.height)
@@ -194,20 +194,26 @@ class MatteJob:
         return item
 
     def _share_opencv_threads(self) -> None:
-        """With inference on the CPU, OpenCV runs single-threaded for the rest of the job.
+        """With inference on the CPU, OpenCV runs single-threaded after the first frame's alignment.
 
         The aligner already runs beside inference, which wants every core; OpenCV's own worker threads
         then only add CPU time: steady HD alignment took 158-175 ms of CPU per frame on 2 threads
-        against 112-116 ms on one, for 101-118 against 112-117 ms of wall time. Called from the aligner
-        between its frames, when no other stage is in OpenCV (the writer has nothing yet, and the
-        reader does not use it); `run` gives the caller's setting back. A GPU job keeps OpenCV's
-        threads: there the aligner, not inference, may be what limits it."""
+        against 112-116 ms on one, for 101-118 against 112-117 ms of wall time. OpenCV's thread pool
+        must not be resized while another thread runs a parallel OpenCV call, so this runs in the
+        aligner before the first frame goes on to inference: the writer, the only other stage that
+        calls OpenCV, has nothing until then (inference cannot start earlier anyway: it waits for the
+        model, as this does). `run` gives the caller's setting back. A GPU job keeps OpenCV's threads:
+        there the aligner, not inference, may be what limits it."""
         import cv2
 
-        if self.prepared.is_alive() or self.prepared.result()[1].device.type != "cpu":
+        self.prepared.join()
+        try:
+            on_cpu = self.prepared.result()[1].device.type == "cpu"
+        except BaseException:  # noqa: BLE001 - the model's own error is raised by run(), on the main thread
             return
-        self.opencv_threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
+        if on_cpu:
+            self.opencv_threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)
 
     def infer(self, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event) -> None:
         """Inference on the calling thread: batches of same-size frames through the Matter. After
