@@ -152,7 +152,7 @@ class MatteJob:
         self.net = self.matter = self.budget = None
         # Until the first batch is written the stages take turns (see `align`); set then, or on a stop.
         self.first_out = threading.Event()
-        self._aligned = self._written = 0
+        self._aligned = 0
         self.opencv_threads: int | None = None  # OpenCV's thread count as the caller had it, once changed
 
     # -- the stages -----------------------------------------------------------------------------------
@@ -292,8 +292,7 @@ class MatteJob:
         self.qc.append({"frame": n, **item.qc, "alpha_mean": round(float(alpha.mean()), 5),
                         "refined_patches": item.refined, "flagged": item.flagged, "output": sink.path_for(n)})
         self.emitter.frame(n, item.flagged, item.qc.get("reason"), sink.path_for(n))
-        self._written += 1
-        if self._written >= self.settings.batch_size:
+        if len(self.qc) >= self.settings.batch_size:  # one QC entry per frame written
             self.first_out.set()
 
     # -- running them ---------------------------------------------------------------------------------
