@@ -72,8 +72,7 @@ def _compile() -> None:
     # pip byte-compiles what it installs, but an editable install leaves the sources to be compiled on
     # import, and where PYTHONDONTWRITEBYTECODE is set (as on these machines) that happens on every
     # run: about 70 ms of each howard command's start. Only sources changed since are recompiled.
-    subprocess.run([str(PY), "-m", "compileall", "-q", "howard_core"], check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
+    _run([PY, "-m", "compileall", "-q", "howard_core"], stdout=subprocess.DEVNULL)
 
 
 def blender_python(version: str) -> Path:
