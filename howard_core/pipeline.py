@@ -206,9 +206,8 @@ class MatteJob:
         there the aligner, not inference, may be what limits it."""
         import cv2
 
-        self.prepared.join()
         try:
-            on_cpu = self.prepared.result()[1].device.type == "cpu"
+            on_cpu = self.prepared.result()[1].device.type == "cpu"  # waits for the model, as inference does
         except BaseException:  # noqa: BLE001 - the model's own error is raised by run(), on the main thread
             return
         if on_cpu:
