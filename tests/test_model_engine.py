@@ -23,14 +23,14 @@ def _refine(config, backbone="mobilenetv2"):
     return net.eval()
 
 
-@pytest.mark.parametrize("stage1", ["tiles", "windows"])
-def test_matter_matches_reference_vectors(vectors, stage1):
+@pytest.mark.parametrize("stage1,tile", [("tiles", 8), ("tiles", 4), ("tiles", 6), ("tiles", 16), ("windows", 8)])
+def test_matter_matches_reference_vectors(vectors, stage1, tile):
     for case in vectors["cases"]:
         config = dict(case["config"])
         if config.get("model") == "base":
             continue
         matter = Matter(_refine(config), device="cpu", precision="fp32")
-        matter.stage1 = stage1
+        matter.stage1, matter.TILE = stage1, tile
         out = matter(vectors["src"].clone(), vectors["bgr"].clone())
         want = case["outputs"]
         assert (out.alpha - want["pha"]).abs().max() <= 1e-4, config
@@ -51,15 +51,15 @@ def test_matter_base_model_matches_reference(vectors):
 
 
 @pytest.mark.parametrize("kernel_size", [1, 3])
-@pytest.mark.parametrize("stage1", ["tiles", "windows"])
-def test_any_size_and_kernel_matches_padded_reference(kernel_size, stage1):
+@pytest.mark.parametrize("stage1,tile", [("tiles", 8), ("tiles", 6), ("tiles", 16), ("windows", 8)])
+def test_any_size_and_kernel_matches_padded_reference(kernel_size, stage1, tile):
     torch.manual_seed(3)
     net = MattingRefine("mobilenetv2", refine_kernel_size=kernel_size, refine_sample_pixels=8000).eval()
     src, bgr = torch.rand(2, 3, 101, 150), torch.rand(2, 3, 101, 150)
     with torch.no_grad():  # the reference needs multiples of 4: pad by edge replication as Matter does
         ref = net(F.pad(src, (0, 2, 0, 3), mode="replicate"), F.pad(bgr, (0, 2, 0, 3), mode="replicate"))
     matter = Matter(net, device="cpu")
-    matter.stage1 = stage1
+    matter.stage1, matter.TILE = stage1, tile
     out = matter(src, bgr)
     assert out.alpha.shape == (2, 1, 101, 150) and out.foreground.shape == (2, 3, 101, 150)
     assert ref[5].sum() > 0, "the case must actually refine patches"
