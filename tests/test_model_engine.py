@@ -151,3 +151,33 @@ def test_refiner_convolutions_run_in_few_fixed_batch_sizes(vectors, monkeypatch)
         assert torch.equal(out.refinement[:, :, ::4, ::4], case["outputs"]["ref_sm"]), stage1
     assert seen and seen <= {4, 8}, seen
     assert int(case["outputs"]["ref_sm"].sum()) > 8  # more patches than one batch, so batching was exercised
+
+
+def test_frames_in_either_memory_layout_give_the_same_matte():
+    # The pipeline hands Matter H x W x 3 frames (channels-last views); hosts and scripts may pass NCHW.
+    torch.manual_seed(5)
+    net = MattingRefine("mobilenetv2", refine_sample_pixels=6000).eval()
+    src_hwc, bgr_hwc = torch.rand(1, 122, 170, 3), torch.rand(1, 122, 170, 3)
+    src, bgr = src_hwc.permute(0, 3, 1, 2), bgr_hwc.permute(0, 3, 1, 2)
+    matter = Matter(net, device="cpu")
+    for stage1 in ("tiles", "windows"):
+        matter.stage1 = stage1
+        a, b = matter(src, bgr), matter(src.contiguous(), bgr.contiguous())
+        assert a.refinement.sum() > 0, "the case must actually refine patches"
+        for x, y in zip(a, b):
+            assert torch.equal(x, y), stage1
+
+
+def test_gather_planes_reads_both_layouts_alike():
+    from howard_core.model.engine import gather_planes
+
+    g = torch.Generator().manual_seed(2)
+    nchw, other = torch.rand(2, 3, 30, 41, generator=g), torch.rand(2, 1, 30, 41, generator=g)
+    b = torch.tensor([0, 1, 1, 0, 1])
+    top, left = torch.tensor([-3, 0, 10, 25, 28]), torch.tensor([-2, 35, 4, -5, 39])
+    want = gather_planes((nchw, other), b, top, left, 6)
+    got = gather_planes((nchw.contiguous(memory_format=torch.channels_last), other), b, top, left, 6)
+    assert got.shape == (5, 4, 6, 6) and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(want, got)
+    # Zero outside the image, the frame's own pixels inside.
+    assert torch.equal(want[0, :3, 3:, 2:], nchw[0, :, :3, :4]) and want[0, :, :3].abs().sum() == 0
