@@ -55,7 +55,10 @@ def bench_backbone(model: MattingRefine, src, bgr, precisions, repeats: int) -> 
     for precision in precisions:
         matter = Matter(model, device="cpu", precision=precision)
         plain = functools.partial(_plain_call, model, src, bgr, torch.bfloat16 if precision == "bf16" else None)
-        fast = functools.partial(matter, src, bgr)
+        # Each gets frames as its own job hands them over: the official script's loader makes NCHW
+        # tensors, Howard's pipeline passes its H x W x 3 frames as channels-last views.
+        fast = functools.partial(matter, src.contiguous(memory_format=torch.channels_last),
+                                 bgr.contiguous(memory_format=torch.channels_last))
         plain(), fast()  # warm-up: oneDNN picks kernels on first use
         t_plain, t_fast, t_official = [], [], []
         for _ in range(repeats):
