@@ -212,8 +212,24 @@ def test_a_failure_mid_write_leaves_no_frame(tmp_path, monkeypatch):
         geterror=oiio.geterror,
     )
     monkeypatch.setattr(images, "oiio", fake)
-    sink = open_sink(tmp_path / "out" / "m.####.exr", "exr")
+    sink = open_sink(tmp_path / "out" / "m.####.exr", "exr", compression="piz")  # written through OIIO
     with pytest.raises(OSError, match="disk full"):
+        sink.write(1, *frame_data())
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_failure_mid_write_of_howards_own_exr_leaves_no_frame(tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    def half_then_full(self, data):
+        with open(self, "wb") as f:
+            f.write(bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    sink = open_sink(tmp_path / "out" / "m.####.exr", "exr")  # zip: Howard's own encoder
+    monkeypatch.setattr(pathlib.Path, "write_bytes", half_then_full)
+    with pytest.raises(HowardError, match=r"m\.0001\.exr: cannot write image \(No space left on device\)"):
         sink.write(1, *frame_data())
     assert os.listdir(tmp_path / "out") == []
 

@@ -1,4 +1,5 @@
-"""The PNG writers: quantised in numpy as OpenImageIO would, at the deflate level asked for, losslessly."""
+"""The PNG writers (quantised in numpy as OpenImageIO would, at the deflate level asked for, losslessly) and
+Howard's own ZIP EXR writer (read back bit for bit through OpenImageIO's OpenEXR)."""
 
 import json
 import os
@@ -219,3 +220,87 @@ def test_all_five_png_filters_reconstruct_the_rows():
         np.testing.assert_array_equal(_unfilter(filtered, 4), rows, err_msg=f"level {level}")
     used = set(images._filter_rows(rows, 4, 9)[:, 0].tolist())
     assert {1, 2} <= used and len(used) >= 3  # the heuristic picks per row, not one filter for all
+
+
+
+def _exr_header(path):
+    """{attribute name: (type, raw value)} of a single-part EXR file, parsed as the file layout defines it."""
+    import struct
+
+    data = open(path, "rb").read()
+    assert struct.unpack("<2i", data[:8]) == (20000630, 2)
+    at, attributes = 8, {}
+    while data[at]:
+        end = data.index(b"\0", at)
+        name = data[at:end].decode()
+        at = end + 1
+        end = data.index(b"\0", at)
+        kind = data[at:end].decode()
+        (size,) = struct.unpack("<i", data[end + 1:end + 5])
+        attributes[name] = (kind, data[end + 5:end + 5 + size])
+        at = end + 5 + size
+    return attributes
+
+
+def _read_exr(path):
+    inp = oiio.ImageInput.open(str(path))
+    try:
+        spec = inp.spec()
+        return np.asarray(inp.read_image(0, 0, 0, spec.nchannels, "half")), spec
+    finally:
+        inp.close()
+
+
+@pytest.mark.parametrize("shape", [(96, 160), (17, 33), (1, 1), (16, 5), (33, 2)])
+def test_own_exr_reads_back_bit_for_bit(tmp_path, shape):
+    h, w = shape
+    rng = np.random.default_rng(h * w)
+    plate, alpha = _frame()
+    smooth = np.dstack([plate[:h, :w] * alpha[:h, :w, None], alpha[:h, :w]])
+    # A matte-like frame (mostly black where alpha is 0) compresses; noise does not and is stored raw.
+    for pixels in (smooth.astype(np.float16), rng.normal(0, 30, (h, w, 4)).astype(np.float16)):
+        pixels.view(np.uint16)[0, 0, 0] = 0x7C00  # +inf, and NaN, survive as they are
+        pixels.view(np.uint16)[-1, -1, 1] = 0x7E00
+        images.write_exr(tmp_path / "own.exr", pixels, ["R", "G", "B", "A"], {"Software": "Howard"})
+        back, spec = _read_exr(tmp_path / "own.exr")
+        assert (spec.width, spec.height, tuple(spec.channelnames)) == (w, h, ("R", "G", "B", "A"))
+        assert spec.get_string_attribute("compression") == "zip"
+        assert np.array_equal(back.view(np.uint16), pixels.view(np.uint16))
+
+
+def test_own_exr_layers_and_header_are_what_openimageio_writes(tmp_path):
+    plate, alpha = _frame()
+    rng = np.random.default_rng(4)
+    rgb, err = plate * alpha[..., None], rng.random((H, W), np.float32) * 0.2
+    names = ["R", "G", "B", "A", "fg.R", "fg.G", "fg.B", "err.Y"]
+    pixels = np.dstack([rgb, alpha, plate, err]).astype(np.float16)
+    images.write_exr(tmp_path / "own.exr", pixels, names,
+                     {"Software": "Howard", "colorInteropID": "lin_rec709_scene", "capDate": "2026:12:02 10:00:00"})
+    images.write_image(tmp_path / "oiio.exr", pixels, names, oiio.HALF, alpha_channel=3,
+                       attributes={"compression": "zip", "oiio:ColorSpace": "lin_rec709_scene", "Software": "Howard"})
+    own, theirs = _exr_header(tmp_path / "own.exr"), _exr_header(tmp_path / "oiio.exr")
+    assert sorted(own) == sorted(theirs)  # the same attributes, in the same (sorted) order
+    for name in theirs:
+        if name != "capDate":
+            assert own[name] == theirs[name], name
+    back_own, spec_own = _read_exr(tmp_path / "own.exr")
+    back_theirs, spec_theirs = _read_exr(tmp_path / "oiio.exr")
+    assert tuple(spec_own.channelnames) == tuple(spec_theirs.channelnames)
+    assert spec_own.get_string_attribute("oiio:ColorSpace") == "lin_rec709_scene"
+    assert np.array_equal(back_own.view(np.uint16), back_theirs.view(np.uint16))
+
+
+def test_exr_sink_writes_zip_itself_and_other_codecs_through_openimageio(tmp_path):
+    plate, alpha = _frame()
+    for codec in ("zip", "piz"):
+        sink = open_sink(tmp_path / codec / "m.####.exr", "exr", compression=codec, layers=["err"])
+        sink.write(7, plate, alpha, {"err": alpha * 0.5})
+        sink.close()
+        back, spec = _read_exr(tmp_path / codec / "m.0007.exr")
+        assert spec.get_string_attribute("compression") == codec
+        assert spec.get_string_attribute("Software") == "Howard" and spec.get_string_attribute("oiio:ColorSpace")
+        assert sink.is_complete(7)
+        last_back = back
+    # Both writers store the same half-float pixels.
+    zip_back, _ = _read_exr(tmp_path / "zip" / "m.0007.exr")
+    assert np.array_equal(zip_back.view(np.uint16), last_back.view(np.uint16))

@@ -164,7 +164,7 @@ def test_frames_in_either_memory_layout_give_the_same_matte():
         matter.stage1 = stage1
         a, b = matter(src, bgr), matter(src.contiguous(), bgr.contiguous())
         assert a.refinement.sum() > 0, "the case must actually refine patches"
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             assert torch.equal(x, y), stage1
 
 

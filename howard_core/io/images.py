@@ -272,6 +272,84 @@ def write_image(
             out.close()
 
 
+_EXR_MAGIC, _EXR_VERSION = 20000630, 2  # version 2, single-part scanline file
+_EXR_ZIP, _EXR_HALF = 3, 1  # the compression and pixel type codes of the OpenEXR file layout
+_EXR_ZIP_ROWS = 16  # scanlines per ZIP block
+
+
+def _exr_attribute(name: str, kind: str, value: bytes) -> bytes:
+    return name.encode() + b"\0" + kind.encode() + b"\0" + struct.pack("<i", len(value)) + value
+
+
+def encode_exr(pixels: np.ndarray, channel_names, text: dict[str, str] | None = None) -> bytes:
+    """Scanline OpenEXR file bytes of HxWxC float16 `pixels` named `channel_names`, ZIP-compressed
+    (lossless), stored as they are; `text`: string attributes (e.g. Software, colorInteropID).
+
+    Laid out here, as the OpenEXR file layout defines it, for the same reason as `encode_png`:
+    OpenImageIO (through OpenEXR) took 60-65 ms of CPU per HD RGBA half frame of a typical matte
+    and about 205 ms on grain, against 21 and 54 ms here, for files 1-9% larger. Each block of 16
+    scanlines holds, row by row, each channel's row in name order. ZIP splits a block's bytes into
+    the even-indexed then the odd-indexed ones, replaces each byte by its difference from the one
+    before (plus 128, modulo 256) and deflates the result as a zlib stream (ISA-L, level 1);
+    a block that would not shrink is stored raw, as OpenEXR itself does.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.float16 or pixels.ndim != 3:
+        raise ValueError(f"EXR pixels must be HxWxC float16, not {pixels.dtype} {pixels.shape}")
+    h, w, c = pixels.shape
+    names = list(channel_names)
+    if len(names) != c or not h or not w:
+        raise ValueError(f"{c} channels of {w}x{h} pixels but {len(names)} names")
+    from isal import isal_zlib
+
+    order = sorted(range(c), key=lambda i: names[i].encode())  # the file keeps channels sorted by name
+    planar = np.empty((h, c, w), "<f2")
+    for k, i in enumerate(order):
+        planar[:, k] = pixels[:, :, i]
+    rows = planar.view(np.uint8).reshape(h, c * w * 2)
+    blocks = []
+    for y0 in range(0, h, _EXR_ZIP_ROWS):
+        raw = rows[y0:y0 + _EXR_ZIP_ROWS].reshape(-1)
+        split = np.concatenate([raw[0::2], raw[1::2]])
+        delta = np.empty_like(split)
+        delta[0] = split[0]
+        np.subtract(split[1:], split[:-1], out=delta[1:])
+        delta[1:] += 128
+        packed = isal_zlib.compress(delta, 1)
+        blocks.append((y0, packed if len(packed) < raw.size else raw.tobytes()))
+    channels = b"".join(names[i].encode() + b"\0" + struct.pack("<iB3xii", _EXR_HALF, 0, 1, 1) for i in order)
+    window = struct.pack("<4i", 0, 0, w - 1, h - 1)
+    attributes = {
+        "channels": ("chlist", channels + b"\0"),
+        "compression": ("compression", bytes([_EXR_ZIP])),
+        "dataWindow": ("box2i", window),
+        "displayWindow": ("box2i", window),
+        "lineOrder": ("lineOrder", b"\0"),  # increasing y
+        "pixelAspectRatio": ("float", struct.pack("<f", 1.0)),
+        "screenWindowCenter": ("v2f", struct.pack("<2f", 0.0, 0.0)),
+        "screenWindowWidth": ("float", struct.pack("<f", 1.0)),
+        **{name: ("string", value.encode()) for name, value in (text or {}).items()},
+    }
+    header = struct.pack("<2i", _EXR_MAGIC, _EXR_VERSION) + b"".join(
+        _exr_attribute(name, *attributes[name]) for name in sorted(attributes)) + b"\0"
+    offsets, at = [], len(header) + 8 * len(blocks)
+    for _, data in blocks:
+        offsets.append(at)
+        at += 8 + len(data)
+    return b"".join([header, struct.pack(f"<{len(offsets)}Q", *offsets),
+                     *(struct.pack("<2i", y0, len(data)) + data for y0, data in blocks)])
+
+
+def write_exr(path: str | os.PathLike, pixels: np.ndarray, channel_names, text: dict[str, str] | None = None) -> None:
+    """Write `pixels` to the EXR file `path` atomically (see `encode_exr` for what it takes)."""
+    data = encode_exr(pixels, channel_names, text)
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as exc:
+        raise HowardError(f"{path}: cannot write image ({exc.strerror or exc}); check free disk space and "
+                          f"permissions") from None
+
+
 # sRGB (perceptual intent) with the gAMA and cHRM values the PNG specification pairs with it, for
 # decoders that do not know the sRGB chunk: the colour chunks OpenImageIO writes itself.
 _PNG_SRGB_CHUNKS = (
