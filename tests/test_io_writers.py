@@ -304,3 +304,14 @@ def test_exr_sink_writes_zip_itself_and_other_codecs_through_openimageio(tmp_pat
     # Both writers store the same half-float pixels.
     zip_back, _ = _read_exr(tmp_path / "zip" / "m.0007.exr")
     assert np.array_equal(zip_back.view(np.uint16), last_back.view(np.uint16))
+
+
+def test_alpha_exr_holds_the_matte_as_half_floats(tmp_path):
+    _, alpha = _frame()
+    for codec in ("zip", "piz"):  # Howard's own writer, then OpenImageIO's
+        sink = open_sink(tmp_path / codec / "a.####.exr", "alpha", compression=codec)
+        sink.write(3, None, alpha)
+        back, spec = _read_exr(tmp_path / codec / "a.0003.exr")
+        assert tuple(spec.channelnames) == ("A",) and spec.get_string_attribute("compression") == codec
+        assert np.array_equal(back[:, :, 0].view(np.uint16), alpha.astype(np.float16).view(np.uint16))
+        assert sink.is_complete(3)

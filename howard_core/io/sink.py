@@ -153,9 +153,12 @@ class FrameSink:
 
     def _write_alpha(self, n: int, alpha: np.ndarray) -> None:
         suffix = Path(self.path_for(n)).suffix.lower()
-        if suffix == ".exr":
+        if suffix == ".exr" and self.compression == "zip":
+            images.write_exr(self.path_for(n), alpha.astype(np.float16)[:, :, None], ["A"],
+                             {"Software": "Howard", "capDate": time.strftime("%Y:%m:%d %H:%M:%S")})
+        elif suffix == ".exr":
             images.write_image(self.path_for(n), alpha.astype(np.float16), ["A"], oiio.HALF, alpha_channel=0,
-                               attributes={"compression": self.compression})
+                               attributes={"compression": self.compression, "Software": "Howard"})
         elif suffix == ".png":
             images.write_png(self.path_for(n), quantize(alpha, 16), int(self.compression), srgb=False)
         else:
