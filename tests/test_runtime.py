@@ -75,6 +75,20 @@ def test_the_howard_command_starts_torch_with_passive_openmp_waits():
     assert out.stdout.strip() == "PASSIVE"
 
 
+def test_numpy_loads_with_one_openblas_thread_after_prepare_process():
+    # OpenBLAS starts its worker threads when NumPy loads: a process with only its main thread
+    # after `import numpy` (and a matrix product) has none.
+    code = ("import os, sys; from howard_core.runtime import prepare_process; prepare_process(); "
+            "import numpy as np; a = np.ones((300, 300)); a @ a; "
+            "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))")
+    env = {k: v for k, v in runtime.os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["1", "1"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, "OPENBLAS_NUM_THREADS": "2"})
+    assert out.stdout.split()[0] == "2"  # the user's own setting is kept
+
+
 def _feed(budget, frames, others_s, period_s):
     for _ in range(frames):
         budget.record(others_s, period_s)
