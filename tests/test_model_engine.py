@@ -181,3 +181,14 @@ def test_gather_planes_reads_both_layouts_alike():
     assert torch.equal(want, got)
     # Zero outside the image, the frame's own pixels inside.
     assert torch.equal(want[0, :3, 3:, 2:], nchw[0, :, :3, :4]) and want[0, :, :3].abs().sum() == 0
+
+
+@pytest.mark.parametrize("size", [(1080, 1920), (101, 150), (37, 53)])
+def test_full_size_resize_matches_pytorchs_bilinear(size):
+    from howard_core.model.engine import resize_full
+
+    x = torch.rand(2, 4, 27, 48, generator=torch.Generator().manual_seed(8))
+    want = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    got = resize_full(x, size)
+    assert got.shape == want.shape and got.is_contiguous()
+    assert (got - want).abs().max() <= 1e-5
