@@ -89,6 +89,19 @@ def test_numpy_loads_with_one_openblas_thread_after_prepare_process():
     assert out.stdout.split()[0] == "2"  # the user's own setting is kept
 
 
+def test_numpy_arrays_get_no_huge_pages_after_prepare_process():
+    code = ("from howard_core.runtime import prepare_process; {before} prepare_process(); import numpy; "
+            "from numpy._core import multiarray; print(multiarray._get_madvise_hugepage())")
+    env = {k: v for k, v in runtime.os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    for before in ("", "import numpy;"):  # NumPy not loaded yet (the howard command), or already loaded
+        out = subprocess.run([sys.executable, "-c", code.format(before=before)], capture_output=True, text=True,
+                             check=True, env=env)
+        assert out.stdout.strip() == "False", before
+    out = subprocess.run([sys.executable, "-c", code.format(before="")], capture_output=True, text=True,
+                         check=True, env={**env, "NUMPY_MADVISE_HUGEPAGE": "1"})
+    assert out.stdout.strip() == "True"  # the user's own setting is kept
+
+
 def _feed(budget, frames, others_s, period_s):
     for _ in range(frames):
         budget.record(others_s, period_s)
