@@ -98,10 +98,16 @@ def passive_openmp_waits() -> bool:
     took a median 3.2-3.8 s spinning and 0.3-0.8 s passive (1 thread: 0.38-0.83 s). OpenMP reads the
     setting when torch loads, so it must come first; an explicit OMP_WAIT_POLICY is left alone.
     """
-    if "torch" in sys.modules or os.environ.get("OMP_WAIT_POLICY"):
+    return _set_before_load("torch", "OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _set_before_load(module: str, name: str, value: str) -> bool:
+    """Set the environment variable `name` for a library that reads it when `module` loads: only
+    while that module is not loaded yet and the user has not set it; True if set here."""
+    if module in sys.modules or os.environ.get(name):
         return False
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    SET_HERE.add("OMP_WAIT_POLICY")
+    os.environ[name] = value
+    SET_HERE.add(name)
     return True
 
 
@@ -116,11 +122,7 @@ def single_threaded_blas() -> bool:
     so it must come first; an explicit OPENBLAS_NUM_THREADS is left alone. torch's own linear
     algebra (MKL, OpenMP) is not affected.
     """
-    if "numpy" in sys.modules or os.environ.get("OPENBLAS_NUM_THREADS"):
-        return False
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    SET_HERE.add("OPENBLAS_NUM_THREADS")
-    return True
+    return _set_before_load("numpy", "OPENBLAS_NUM_THREADS", "1")
 
 
 def numpy_without_huge_pages() -> bool:
@@ -136,9 +138,7 @@ def numpy_without_huge_pages() -> bool:
     """
     if os.environ.get("NUMPY_MADVISE_HUGEPAGE"):
         return False
-    if "numpy" not in sys.modules:
-        os.environ["NUMPY_MADVISE_HUGEPAGE"] = "0"
-        SET_HERE.add("NUMPY_MADVISE_HUGEPAGE")
+    if _set_before_load("numpy", "NUMPY_MADVISE_HUGEPAGE", "0"):
         return True
     try:
         from numpy._core import multiarray
