@@ -342,12 +342,7 @@ def encode_exr(pixels: np.ndarray, channel_names, text: dict[str, str] | None = 
 
 def write_exr(path: str | os.PathLike, pixels: np.ndarray, channel_names, text: dict[str, str] | None = None) -> None:
     """Write `pixels` to the EXR file `path` atomically (see `encode_exr` for what it takes)."""
-    data = encode_exr(pixels, channel_names, text)
-    try:
-        write_bytes_atomic(path, data)
-    except OSError as exc:
-        raise HowardError(f"{path}: cannot write image ({exc.strerror or exc}); check free disk space and "
-                          f"permissions") from None
+    _write_file(path, encode_exr(pixels, channel_names, text))
 
 
 # sRGB (perceptual intent) with the gAMA and cHRM values the PNG specification pairs with it, for
@@ -458,7 +453,11 @@ def _filter_rows(rows: np.ndarray, bpp: int, level: int) -> np.ndarray:
 
 def write_png(path: str | os.PathLike, pixels: np.ndarray, level: int = 1, srgb: bool = True) -> None:
     """Write `pixels` to the PNG file `path` atomically (see `encode_png` for what it takes)."""
-    data = encode_png(pixels, level, srgb)
+    _write_file(path, encode_png(pixels, level, srgb))
+
+
+def _write_file(path: str | os.PathLike, data: bytes) -> None:
+    """An encoded image written atomically; a failure is one clear error naming the file."""
     try:
         write_bytes_atomic(path, data)
     except OSError as exc:
