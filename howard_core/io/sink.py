@@ -154,8 +154,7 @@ class FrameSink:
     def _write_alpha(self, n: int, alpha: np.ndarray) -> None:
         suffix = Path(self.path_for(n)).suffix.lower()
         if suffix == ".exr" and self.compression == "zip":
-            images.write_exr(self.path_for(n), alpha.astype(np.float16)[:, :, None], ["A"],
-                             {"Software": "Howard", "capDate": time.strftime("%Y:%m:%d %H:%M:%S")})
+            images.write_exr(self.path_for(n), alpha.astype(np.float16)[:, :, None], ["A"], _exr_text())
         elif suffix == ".exr":
             images.write_image(self.path_for(n), alpha.astype(np.float16), ["A"], oiio.HALF, alpha_channel=0,
                                attributes={"compression": self.compression, "Software": "Howard"})
@@ -193,8 +192,7 @@ class FrameSink:
             # The default, laid out by Howard itself at a third of OpenImageIO's CPU time, with the
             # header attributes OpenImageIO writes for the same image (colorInteropID is how it
             # stores oiio:ColorSpace, capDate its DateTime).
-            text = {"Software": "Howard", "colorInteropID": interop, "capDate": time.strftime("%Y:%m:%d %H:%M:%S")}
-            images.write_exr(self.path_for(n), pixels, names, text)
+            images.write_exr(self.path_for(n), pixels, names, _exr_text(colorInteropID=interop))
             return
         attributes = {"compression": self.compression, "oiio:ColorSpace": interop or self.converter.name,
                       "Software": "Howard"}
@@ -261,6 +259,12 @@ def pack_half(rgb: np.ndarray, alpha: np.ndarray, planes=()) -> np.ndarray:
     ones = np.ones((h, w), np.float32)
     weights = cv2.merge([alpha, alpha, alpha] + [ones] * (values.shape[2] - 3))
     return cv2.multiply(values, weights, dtype=cv2.CV_16F).reshape(h, w, values.shape[2])
+
+
+def _exr_text(**more: str) -> dict[str, str]:
+    """The string attributes of an EXR Howard lays out itself, as OpenImageIO would write them
+    (its DateTime is stored as capDate)."""
+    return {"Software": "Howard", **more, "capDate": time.strftime("%Y:%m:%d %H:%M:%S")}
 
 
 def quantize(x: np.ndarray, bits: int, out: np.ndarray | None = None) -> np.ndarray:
