@@ -31,6 +31,7 @@ back exactly as it was in the plate. Alpha, error and refinement are data.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -215,39 +216,55 @@ class MatteJob:
             cv2.setNumThreads(1)
 
     def infer(self, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event) -> None:
-        """Inference on the calling thread: batches of same-size frames through the Matter. After
+        """Inference: batches of same-size frames through the Matter, up to `budget.streams` of them at
+        once on worker threads, handed on in frame order. The first batch has every thread the budget
+        gives (the other stages wait for it, see `align`); later ones each their stream's share. After
         each batch the CPU budget hears what it and the other stages cost, and the threads for the
-        next batch follow from it."""
-        import torch
+        next batches follow from it."""
+        from concurrent.futures import ThreadPoolExecutor
 
-        torch.set_num_threads(self.budget.threads)
+        running: collections.deque = collections.deque()  # batches in flight, oldest first
         batch: list[FrameItem] = []
-        ended = False
-        last_done, last_cpu = None, self._others_cpu()
-        while not ended:
-            try:
-                item = inbox.get(timeout=0.1)
-            except queue.Empty:
-                if stop.is_set():
-                    return
-                continue
-            if item is END:
-                ended = True
-            else:
-                batch.append(item)
-            if batch and (ended or len(batch) >= self.settings.batch_size):
-                for done in self._infer_batch(batch):
-                    put(outbox, done, stop)
-                now, cpu = time.perf_counter(), self._others_cpu()
-                threads = self.budget.threads
-                if self.budget.record(cpu - last_cpu, None if last_done is None else now - last_done,
-                                      len(batch)) != threads:
-                    torch.set_num_threads(self.budget.threads)
-                last_done, last_cpu = now, cpu
-                batch = []
+        ended, first = False, True
+        clock = [None, self._others_cpu()]  # when the last batch was handed on; the stages' CPU then
+        with ThreadPoolExecutor(self.budget.streams, thread_name_prefix="howard-infer") as pool:
+            while not ended or running:
+                if running and (ended or len(running) >= self.budget.streams or running[0].done()):
+                    self._hand_on(*running.popleft().result(), outbox, stop, clock)
+                    continue
+                try:
+                    # While a batch runs, looked in on often: it is handed on as soon as it is done.
+                    item = inbox.get(timeout=0.005 if running else 0.1)
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+                    continue
+                if item is END:
+                    ended = True
+                else:
+                    batch.append(item)
+                if batch and (ended or len(batch) >= self.settings.batch_size):
+                    threads = self.budget.threads if first else self.budget.stream_threads()
+                    running.append(pool.submit(self._infer_batch, batch, threads))
+                    batch, first = [], False
         put(outbox, END, stop)
 
-    def _infer_batch(self, batch: list[FrameItem]) -> list[FrameItem]:
+    def _hand_on(self, batch: list[FrameItem], seconds: float, outbox: queue.Queue, stop: threading.Event,
+                 clock: list) -> None:
+        self.matte_s += seconds
+        for done in batch:
+            put(outbox, done, stop)
+        now, cpu = time.perf_counter(), self._others_cpu()
+        self.budget.record(cpu - clock[1], None if clock[0] is None else now - clock[0], len(batch))
+        clock[:] = now, cpu
+
+    def _infer_batch(self, batch: list[FrameItem], threads: int) -> tuple[list[FrameItem], float]:
+        """`batch` through the Matter on this (worker) thread with `threads` CPU threads; returns it
+        with its results, and the seconds it took."""
+        import torch
+
+        if torch.get_num_threads() != threads:  # torch's thread count is kept per thread
+            torch.set_num_threads(threads)
         layers = self.settings.layers
         start = time.perf_counter()
         # Without the err/ref layers inference skips the full-size maps; ref is then per patch.
@@ -256,7 +273,7 @@ class MatteJob:
         # From a GPU to the host once per batch (a no-op on the CPU), inside the timing: on a GPU
         # this is where the wait for its kernels happens.
         out = type(out)(*(None if t is None else t.cpu() for t in out))
-        self.matte_s += time.perf_counter() - start
+        seconds = time.perf_counter() - start
         for k, item in enumerate(batch):
             # Only what the writer will use waits in its queue.
             item.alpha = out.alpha[k, 0].numpy()
@@ -271,7 +288,7 @@ class MatteJob:
                 item.work = None
             if "bg" not in layers:
                 item.background = None
-        return batch
+        return batch, seconds
 
     def write(self, item: FrameItem) -> None:
         src, sink, layers = self.inputs.plate, self.sink, self.settings.layers
@@ -338,7 +355,11 @@ class MatteJob:
             # The first frames get every core: nothing is known yet of what the others cost, and
             # until the first frame is out the other stages mostly wait for inference anyway.
             ceiling = min(torch_threads, cpu_cores())
-            return CpuBudget(cpu_cores(), ceiling, ceiling if threads is None else threads, fixed=threads)
+            # Two frames at once wherever two threads are there to share (see `CpuBudget`); a user's
+            # one thread is one frame at a time.
+            streams = 2 if (ceiling if threads is None else threads) >= 2 else 1
+            return CpuBudget(cpu_cores(), ceiling, ceiling if threads is None else threads, fixed=threads,
+                             streams=streams)
         # Inference waits on the GPU: the CPU's threads are not what limits it.
         return CpuBudget(cpu_cores(), torch_threads, torch_threads, fixed=torch_threads)
 

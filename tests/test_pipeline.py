@@ -350,6 +350,53 @@ def test_inference_threads_are_recorded_and_restored(tmp_path, small_shot, monke
     assert not (tmp_path / "bad").exists()
 
 
+def test_two_cores_infer_two_frames_at_once_and_hand_them_on_in_order(tmp_path, monkeypatch):
+    import threading
+
+    from howard_core import pipeline, runtime
+
+    shot = make_shot(384, 216, plate_frames=6, clean_frames=8, seed=21)
+    plate = write_sequence(tmp_path / "plate", "plate", linear_plates(shot), 1001)
+    clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in shot.clean], 1)
+    one = matte(plate, clean, tmp_path / "one", precision="fp32", threads=1)  # one frame at a time
+    assert one["settings"]["cpu_budget"]["streams"] == 1
+
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen, written = [], []
+    both_in = threading.Barrier(2, timeout=20)  # frames 1 and 2 must be inferred at the same time
+    real_infer, real_write = pipeline.MatteJob._infer_batch, pipeline.MatteJob.write
+
+    def infer(self, batch, threads):
+        if batch[0].number in (1002, 1003):
+            both_in.wait()
+        done = real_infer(self, batch, threads)
+        seen.append((batch[0].number, threading.current_thread().name, torch.get_num_threads()))
+        return done
+
+    monkeypatch.setattr(pipeline.MatteJob, "_infer_batch", infer)
+    monkeypatch.setattr(pipeline.MatteJob, "write", lambda self, item: (written.append(item.number),
+                                                                         real_write(self, item))[1])
+    try:
+        two = matte(plate, clean, tmp_path / "two", precision="fp32")
+        assert torch.get_num_threads() == 2  # the caller's thread keeps its own setting
+    finally:
+        torch.set_num_threads(before)
+    budget = two["settings"]["cpu_budget"]
+    assert budget["streams"] == 2 and budget["threads_per_stream"] == 1 and budget["threads"] == 2
+    assert written == list(range(1001, 1007)) and [f["frame"] for f in two["frames"]] == written
+    # The first frame alone with both threads; then one thread each, on two worker threads.
+    seen.sort()
+    assert seen[0][0] == 1001 and seen[0][2] == 2 and {s[2] for s in seen[1:]} == {1}
+    assert len({s[1] for s in seen}) == 2 and all(s[1].startswith("howard-infer") for s in seen)
+    for f in range(1001, 1007):
+        a = read_channels(tmp_path / "one" / f"plate_matte.{f}.exr")[0]["A"]
+        b = read_channels(tmp_path / "two" / f"plate_matte.{f}.exr")[0]["A"]
+        assert (b > 0.5).sum() > 0 and np.abs(b - shot.alpha[f - 1001]).mean() < 0.03  # the subject, matted
+        np.testing.assert_allclose(b, a, atol=2e-3, err_msg=f"frame {f}")
+
+
 def test_alpha_only_and_prores_outputs(tmp_path, small_shot):
     plate = write_sequence(tmp_path / "plate", "plate", linear_plates(small_shot), 1001)
     clean = write_sequence(tmp_path / "clean", "clean", [srgb_to_linear(f) for f in small_shot.clean], 1)
