@@ -45,6 +45,25 @@ def test_quantize_rounds_like_openimageio(tmp_path):
 
 
 @pytest.mark.parametrize("bits", [8, 16])
+def test_quantize_rounds_ties_to_even_and_clips_in_every_layout(bits):
+    top = 2 ** bits - 1
+    codes = np.arange(top + 1, dtype=np.float64)
+    ties = ((codes + 0.5) / top).astype(np.float32)  # halfway between two codes (as near as float32 gets)
+    near = np.concatenate([ties, np.nextafter(ties, 0), np.nextafter(ties, 1), (codes / top).astype(np.float32),
+                           np.float32([-0.3, -0.0, 1.0, 1.7, 3e38, -3e38])])
+    near = near[: near.size // 12 * 12]
+    # The rounding the docstring promises: the float32 product, nearest with ties to even, clipped.
+    expected = np.rint(np.clip(near, 0, 1) * np.float32(top)).astype(np.uint8 if bits == 8 else np.uint16)
+    for shape in ((1, -1), (-1, 3), (-1, 4), (-1, 2, 3)):
+        x = near.reshape(shape)
+        np.testing.assert_array_equal(quantize(x, bits), expected.reshape(shape), err_msg=str(shape))
+        np.testing.assert_array_equal(quantize(x.astype(np.float64), bits), expected.reshape(shape))
+        np.testing.assert_array_equal(quantize(x.T, bits), expected.reshape(shape).T)  # not contiguous
+    odd = np.float32([[np.inf, -np.inf, np.nan, 0.5]])
+    assert quantize(odd, bits).tolist() == [[top, 0, 0, expected[near == 0.5][0]]]  # inf clips; NaN is 0
+
+
+@pytest.mark.parametrize("bits", [8, 16])
 def test_png_levels_change_the_size_never_the_pixels(tmp_path, bits):
     rgb, alpha = _frame()
     decoded, sizes = {}, {}

@@ -145,10 +145,10 @@ class FrameSink:
 
     def _write_png(self, n: int, working: np.ndarray, alpha: np.ndarray) -> None:
         # Quantised here, straight into the file's integer type, and stored straight (unpremultiplied).
+        import cv2
+
         bits = 16 if self.bit_depth == 16 else 8
-        pixels = np.empty((*alpha.shape, 4), np.uint16 if bits == 16 else np.uint8)
-        quantize(working, bits, out=pixels[:, :, :3])
-        quantize(alpha, bits, out=pixels[:, :, 3])
+        pixels = cv2.merge([quantize(working, bits), quantize(alpha, bits)])
         images.write_png(self.path_for(n), pixels, int(self.compression))
 
     def _write_alpha(self, n: int, alpha: np.ndarray) -> None:
@@ -267,16 +267,25 @@ def _exr_text(**more: str) -> dict[str, str]:
     return {"Software": "Howard", **more, "capDate": time.strftime("%Y:%m:%d %H:%M:%S")}
 
 
-def quantize(x: np.ndarray, bits: int, out: np.ndarray | None = None) -> np.ndarray:
+def quantize(x: np.ndarray, bits: int) -> np.ndarray:
     """0..1 float data -> unsigned 8- or 16-bit codes, clipped and rounded to nearest, ties to even, as
-    OpenImageIO's own float conversion rounds; into `out` (any uint view of the same shape) if given."""
-    scaled = np.clip(x, 0.0, 1.0, dtype=np.float32)
-    scaled *= np.float32(255 if bits == 8 else 65535)
+    OpenImageIO's own float conversion rounds.
+
+    Finite float32 images (H x W or H x W x C, C <= 4) take one OpenCV pass: its scaled conversion
+    rounds the same float32 product to nearest-even and saturates to the code range, which is the
+    clip (4-5 ms per HD RGB frame, against 15-17 ms for NumPy's clip, scale, round and cast). It
+    would send +inf to 0, so anything else goes the NumPy way (where NaN, which has no code, is 0)."""
+    top = 255 if bits == 8 else 65535
+    x = np.asarray(x)
+    if (x.dtype == np.float32 and x.flags.c_contiguous and (x.ndim == 2 or x.ndim == 3 and x.shape[2] <= 4)
+            and np.isfinite(x).all()):
+        import cv2
+
+        return cv2.addWeighted(x, float(top), x, 0.0, 0.0, dtype=cv2.CV_8U if bits == 8 else cv2.CV_16U)
+    scaled = np.clip(np.nan_to_num(x, nan=0.0), 0.0, 1.0, dtype=np.float32)
+    scaled *= np.float32(top)
     np.rint(scaled, out=scaled)
-    if out is None:
-        return scaled.astype(np.uint8 if bits == 8 else np.uint16)
-    np.copyto(out, scaled, casting="unsafe")
-    return out
+    return scaled.astype(np.uint8 if bits == 8 else np.uint16)
 
 
 def _check_alpha(alpha) -> np.ndarray:
