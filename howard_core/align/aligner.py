@@ -16,7 +16,7 @@ The search, per plate frame:
 4. The best-scoring candidate is refined to sub-pixel accuracy at full resolution: it is warped into the
    plate by its fit, background corners of the (exposure-normalised) plate are tracked into it by
    pyramidal Lucas-Kanade, and a MAGSAC++ then least-squares correction is composed onto the fit; twice.
-5. The winner is warped at full resolution (cubic by default), exposure-matched, and where it does not
+5. The winner is warped at full resolution (bilinear by default), exposure-matched, and where it does not
    cover the plate, the plate itself fills in (the reference method's choice: no difference, no matte).
 
 When no candidate fits, the frame falls back, and is flagged: tracking alone from the previous frame's

@@ -68,8 +68,13 @@ class AlignOptions:
     """Flag frames where fewer than this fraction of matches agree with the fit."""
     subject_margin: float = 0.03
     """Growth of subject masks, fraction of the frame's long side."""
-    interpolation: str = "cubic"
-    """Final homography warp: "cubic", "lanczos" or "linear"."""
+    interpolation: str = "linear"
+    """Final homography warp: "linear", "cubic" or "lanczos". Linear, as the dense step's remap: in
+    `howard bench align --kinds planar,parallax,closeup,still --frames 8 --speed-frames 0 --no-references`
+    cubic's mattes were no better on any kind of shot (SAD planar 4.194 against 4.172, closeup 27.89
+    against 27.87, parallax and still the same), its background error was higher (planar 1.73 against
+    1.50: it keeps the clean take's own noise sharper), and its HD warp took 29 against 12 ms per frame
+    on one core."""
     exposure: bool = True
     """Match exposure."""
     dense: bool = True
