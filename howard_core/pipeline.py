@@ -5,8 +5,8 @@
 
 Four stages run concurrently, joined by small bounded queues so memory stays flat
 whatever the clip length: a reader thread (decode + colour conversion), an
-alignment thread (clean plate fitted to each plate frame), inference on the
-calling thread (batched), and a writer thread (colour back to the plate's space,
+alignment thread (clean plate fitted to each plate frame), inference (batched;
+on the CPU two batches at once where there are cores to share), and a writer thread (colour back to the plate's space,
 atomic writes, progress, QC). Frames whose outputs are complete are skipped with
 `resume=True`; every chunk maps plate time to clean-plate time over the whole
 clip, so `frames` chunks on a farm are independent and agree with a full run.
@@ -17,7 +17,8 @@ Start-up: torch is imported and the model loaded and prepared on a thread of its
 CPU budget: how many threads inference gets on the CPU is measured, not fixed: it starts
 with every core the process may use (within torch's setting, so OMP_NUM_THREADS and farm
 slot limits hold) and follows, frame by frame, what the reader, aligner and writer cost
-on this run (`runtime.CpuBudget`); the report's `settings.cpu_budget` says what was chosen.
+on this run (`runtime.CpuBudget`); with two or more, after the first frame, two frames are
+inferred at once, sharing them. The report's `settings.cpu_budget` says what was chosen.
 Long runs should start their process with `howard_core.runtime.prepare_process()` (the
 `howard` command does) so frames freed across threads do not fragment malloc arenas and
 idle OpenMP workers do not spin.
@@ -129,8 +130,9 @@ class FrameItem:
 class MatteJob:
     """The matte job on open inputs: read -> align -> infer -> write, one method per stage.
 
-    `read`, `align` and `write` each run on a thread of their own (`job.Stage`), inference on the
-    calling thread, joined by queues of `settings.queue_size` frames.
+    `read`, `align` and `write` each run on a thread of their own (`job.Stage`), inference on worker
+    threads the calling thread hands batches to and collects them from, in order (`infer`), joined by
+    queues of `settings.queue_size` frames.
     """
 
     def __init__(self, inputs: Inputs, sink, prepared: InBackground, progress=None):
