@@ -219,15 +219,16 @@ class MatteJob:
 
     def infer(self, inbox: queue.Queue, outbox: queue.Queue, stop: threading.Event) -> None:
         """Inference: batches of same-size frames through the Matter, up to `budget.streams` of them at
-        once on worker threads, handed on in frame order. The first batch has every thread the budget
-        gives (the other stages wait for it, see `align`); later ones each their stream's share. After
-        each batch the CPU budget hears what it and the other stages cost, and the threads for the
-        next batches follow from it."""
+        once on worker threads, handed on in frame order, each with its stream's share of the threads.
+        The first batch too, though it runs alone (the other stages wait for it, see `align`): the
+        thread count changes the convolutions' rounding (alpha by up to 2e-5), and a frame must come
+        out the same whether it opens a farm chunk or not. After each batch the CPU budget hears what
+        it and the other stages cost, and the threads for the next batches follow from it."""
         from concurrent.futures import ThreadPoolExecutor
 
         running: collections.deque = collections.deque()  # batches in flight, oldest first
         batch: list[FrameItem] = []
-        ended, first = False, True
+        ended = False
         clock = [None, self._others_cpu()]  # when the last batch was handed on; the stages' CPU then
         with ThreadPoolExecutor(self.budget.streams, thread_name_prefix="howard-infer") as pool:
             while not ended or running:
@@ -246,9 +247,8 @@ class MatteJob:
                 else:
                     batch.append(item)
                 if batch and (ended or len(batch) >= self.settings.batch_size):
-                    threads = self.budget.threads if first else self.budget.stream_threads()
-                    running.append(pool.submit(self._infer_batch, batch, threads))
-                    batch, first = [], False
+                    running.append(pool.submit(self._infer_batch, batch, self.budget.stream_threads()))
+                    batch = []
         put(outbox, END, stop)
 
     def _hand_on(self, batch: list[FrameItem], seconds: float, outbox: queue.Queue, stop: threading.Event,
