@@ -152,7 +152,8 @@ class MatteSettings:
     clean_offset: float | None = _option(None, "clean-plate frame for plate frame 0 of the clip", number=float)
     clean_scale: float | None = _option(None, "clean-plate frames per plate frame", number=float)
     batch_size: int = _option(1, "frames per network call", number=int)
-    threads: int | None = _option(None, "CPU threads for inference (default: measured per frame)", number=int)
+    threads: int | None = _option(None, "CPU threads for inference, shared by two frames at once from 2 up "
+                                  "(default: measured per frame)", number=int)
     # Each HD frame in flight holds 50-100 MB; on 2 cores a queue of 1 or 2 ran as fast as 3 and
     # peaked 60-210 MiB lower.
     queue_size: int = _option(2, "frames waiting between two stages of the job", number=int)
