@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import urllib.request
 from pathlib import Path
 
 from howard_core.errors import HowardError
@@ -127,6 +126,9 @@ def verify() -> list[dict]:
 
 def download(name: str, url: str) -> dict:
     """Fetch a checkpoint from `url` (an explicit, user-invoked command) and install it as `name`."""
+    # Imported here: urllib pulls in http.client and email (20 ms), which every matte run would pay.
+    import urllib.request
+
     from howard_core.io.atomic import atomic_write
 
     folder = weights_dir()

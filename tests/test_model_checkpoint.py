@@ -130,6 +130,11 @@ def _bad_files(tmp_path):
     bad["decoder.conv4.weight"] = torch.full_like(sd["decoder.conv4.weight"], float("nan"))
     torch.save(bad, tmp_path / "nan.pth")
     cases["nan.pth"] = (tmp_path / "nan.pth", "NaN or infinite")
+    one_inf = dict(sd)
+    one_inf["backbone.features.4.conv.0.0.weight"] = sd["backbone.features.4.conv.0.0.weight"].clone()
+    one_inf["backbone.features.4.conv.0.0.weight"].view(-1)[7] = float("-inf")
+    torch.save(one_inf, tmp_path / "inf.pth")
+    cases["inf.pth"] = (tmp_path / "inf.pth", r"entry backbone\.features\.4\.conv\.0\.0\.weight contains NaN")
     with zipfile.ZipFile(tmp_path / "fake_ts.pth", "w") as zf:
         zf.writestr("archive/code/__torch__.py", "garbage")
     cases["fake_ts.pth"] = (tmp_path / "fake_ts.pth", "TorchScript archive could not be read")
@@ -144,6 +149,15 @@ def test_damaged_or_wrong_checkpoints_give_one_line_errors(tmp_path, capsys):
         text = str(info.value)
         assert "\n" not in text and name in text, text
     assert "this must never run" not in capsys.readouterr().out
+
+
+def test_huge_but_finite_weights_are_not_called_damaged(tmp_path):
+    # Their L1 norm overflows float32; only a NaN or an infinity in an entry makes a file damaged.
+    sd = deterministic_state_dict("mobilenetv2")
+    sd["decoder.conv4.weight"] = torch.full_like(sd["decoder.conv4.weight"], 3e38)
+    torch.save(sd, tmp_path / "huge.pth")
+    model = load_model(tmp_path / "huge.pth")
+    assert float(model.state_dict()["decoder.conv4.weight"].min()) == pytest.approx(3e38, rel=1e-6)
 
 
 def test_default_model_without_bundled_weights_says_untrained(monkeypatch, tmp_path):
