@@ -150,6 +150,34 @@ def test_png_8_and_16_bit(tmp_path, fmt, scale):
     np.testing.assert_array_equal(src.read(0), src.read_native(0))  # sRGB in = working space
 
 
+@pytest.mark.parametrize("ext, fmt, bits", [("png", oiio.UINT8, 8), ("png", oiio.UINT16, 16), ("tif", oiio.UINT8, 8),
+                                             ("tif", oiio.UINT16, 16), ("dpx", oiio.UINT16, 10), ("jpg", oiio.UINT8, 8),
+                                             ("tga", oiio.UINT8, 8), ("png", oiio.UINT8, 4)])
+def test_integer_files_read_as_openimageio_converts_them(tmp_path, ext, fmt, bits):
+    # Every code value the file can hold (a random sample of 16-bit ones), compared with OpenImageIO's
+    # own float conversion of the same file: Howard reads integers as stored and scales them itself.
+    if ext not in oiio.get_string_attribute("extension_list"):
+        pytest.skip(f"OIIO built without {ext}")
+    top = 255 if fmt == oiio.UINT8 else 65535
+    codes = np.arange(top + 1) if top == 255 else np.random.default_rng(5).integers(0, top + 1, 3 * 64 * 96)
+    codes = np.resize(codes, 3 * 64 * 96).reshape(64, 96, 3)
+    path = tmp_path / f"i.{ext}"
+    spec = oiio.ImageSpec(96, 64, 3, fmt)
+    if bits not in (8, 16):
+        spec.attribute("oiio:BitsPerSample", bits)
+    out = oiio.ImageOutput.create(str(path))
+    out.open(str(path), spec)
+    out.write_image(codes.astype(np.uint8 if fmt == oiio.UINT8 else np.uint16))
+    out.close()
+    inp = oiio.ImageInput.open(str(path))
+    want = inp.read_image(0, 0, 0, 3, "float")
+    inp.close()
+    got = open_source(path).read_native(0)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(got)) > 10
+
+
 def test_grey_png_becomes_rgb(tmp_path):
     grey = ramp(c=1, seed=9)
     src = open_source(write(tmp_path / "g.png", grey, fmt=oiio.UINT16))

@@ -178,6 +178,10 @@ def probe(path: str | os.PathLike, layer: str | None = None) -> ImageInfo:
         inp.close()
 
 
+# Integer sample types -> the factor taking them to 0..1, as OpenImageIO's float conversion scales them.
+_INTEGER_SCALES = {"uint8": np.float32(1 / 255), "uint16": np.float32(1 / 65535)}
+
+
 def read_rgb(path: str | os.PathLike, info: ImageInfo, layer: str | None = None) -> np.ndarray:
     """The colour of `path` as HxWx3 float32 in the file's own encoding (no clipping).
 
@@ -197,7 +201,10 @@ def read_rgb(path: str | os.PathLike, info: ImageInfo, layer: str | None = None)
         if _png_cut_short(path):
             raise HowardError(f"{path}: the PNG is cut short (no end chunk); the file may be truncated or "
                               f"half-copied, re-render or re-copy it")
-        pixels = inp.read_image(info.subimage, 0, lo, hi, "float")
+        integer = _INTEGER_SCALES.get(str(spec.format)) if not spec.channelformats else None
+        # 8- and 16-bit files are read as stored and scaled here: OpenImageIO's own conversion to float
+        # took 25 ms of an HD PNG's 83, NumPy's 2, to the same values (OpenImageIO multiplies by 1/max too).
+        pixels = inp.read_image(info.subimage, 0, lo, hi, str(spec.format) if integer else "float")
         if pixels is None or inp.has_error:
             raise HowardError(
                 f"{path}: pixel data cannot be read ({_error_text(inp.geterror)}); the file may be truncated "
@@ -205,6 +212,8 @@ def read_rgb(path: str | os.PathLike, info: ImageInfo, layer: str | None = None)
             )
     finally:
         inp.close()
+    if integer:
+        pixels = np.multiply(pixels, integer, dtype=np.float32)
     pixels = np.asarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, hi - lo)
     picked = [c - lo for c in info.channels]
     # The usual R, G, B in order are the pixels as read: a copy would be a fresh 25 MB per HD frame.
