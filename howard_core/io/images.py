@@ -201,10 +201,11 @@ def read_rgb(path: str | os.PathLike, info: ImageInfo, layer: str | None = None)
         if _png_cut_short(path):
             raise HowardError(f"{path}: the PNG is cut short (no end chunk); the file may be truncated or "
                               f"half-copied, re-render or re-copy it")
-        integer = _INTEGER_SCALES.get(str(spec.format)) if not spec.channelformats else None
+        stored = str(spec.format)
+        scale = _INTEGER_SCALES.get(stored) if not spec.channelformats else None
         # 8- and 16-bit files are read as stored and scaled here: OpenImageIO's own conversion to float
         # took 25 ms of an HD PNG's 83, NumPy's 2, to the same values (OpenImageIO multiplies by 1/max too).
-        pixels = inp.read_image(info.subimage, 0, lo, hi, str(spec.format) if integer else "float")
+        pixels = inp.read_image(info.subimage, 0, lo, hi, stored if scale is not None else "float")
         if pixels is None or inp.has_error:
             raise HowardError(
                 f"{path}: pixel data cannot be read ({_error_text(inp.geterror)}); the file may be truncated "
@@ -212,8 +213,8 @@ def read_rgb(path: str | os.PathLike, info: ImageInfo, layer: str | None = None)
             )
     finally:
         inp.close()
-    if integer:
-        pixels = np.multiply(pixels, integer, dtype=np.float32)
+    if scale is not None:
+        pixels = np.multiply(pixels, scale, dtype=np.float32)
     pixels = np.asarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, hi - lo)
     picked = [c - lo for c in info.channels]
     # The usual R, G, B in order are the pixels as read: a copy would be a fresh 25 MB per HD frame.

@@ -159,12 +159,11 @@ def add_foreground(fgr_res: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     cpu_planes = (src.device.type == "cpu" and src.dtype == fgr_res.dtype == torch.float32
                   and src.is_contiguous(memory_format=torch.channels_last) and fgr_res.stride(-1) == 1
                   and fgr_res.stride(-2) == fgr_res.shape[-1] and not src.requires_grad)
+    out = torch.empty_like(src, memory_format=torch.channels_last)
     if not cpu_planes:
-        out = torch.empty_like(src, memory_format=torch.channels_last)
         return torch.add(fgr_res, src, out=out).clamp_(0.0, 1.0)
     import cv2
 
-    out = torch.empty_like(src, memory_format=torch.channels_last)
     dst, frames = out.permute(0, 2, 3, 1).numpy(), src.permute(0, 2, 3, 1).numpy()
     for b in range(src.shape[0]):
         planes = fgr_res[b].numpy()
