@@ -192,19 +192,3 @@ def test_full_size_resize_matches_pytorchs_bilinear(size):
     got = resize_full(x, size)
     assert got.shape == want.shape and got.is_contiguous()
     assert (got - want).abs().max() <= 1e-5
-
-
-@pytest.mark.parametrize("batch,size", [(1, (1080, 1920)), (2, (37, 53))])
-def test_foreground_sum_is_pytorchs_add_and_clamp_in_channels_last(batch, size):
-    from howard_core.model.engine import add_foreground
-
-    g = torch.Generator().manual_seed(11)
-    four = torch.rand(batch, 4, *size, generator=g) * 3 - 1.5  # residuals that push the sum past 0 and 1
-    src = torch.rand(batch, *size, 3, generator=g).permute(0, 3, 1, 2)  # H x W x 3 frames, as the pipeline gives
-    want = (four[:, 1:] + src).clamp(0.0, 1.0)
-    got = add_foreground(four[:, 1:], src)
-    assert got.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(got, want)
-    assert (got == 0).any() and (got == 1).any() and ((got > 0) & (got < 1)).any()
-    # Any other layout takes PyTorch's own add: the same values.
-    assert torch.equal(add_foreground(four[:, 1:].contiguous(memory_format=torch.channels_last), src), want)
